@@ -1,0 +1,117 @@
+/**
+ * The config file's schema (SPEC section 2), in TypeBox so the same library
+ * validates config, routes and builds the OpenAPI document. Defaults live in
+ * the schema: `Value.Default` fills them in before validation.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+
+export const ACCOUNT_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
+export const ACCOUNT_ID_RE = new RegExp(ACCOUNT_ID_PATTERN);
+const ENV_NAME = '^[A-Za-z_][A-Za-z0-9_]*$';
+
+export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL'] as const;
+export const StopSignal = Type.Union(STOP_SIGNALS.map((s) => Type.Literal(s)));
+
+const Ms = (def: number, min = 0) => Type.Integer({ minimum: min, default: def });
+
+export const KeyRef = Type.Object(
+  {
+    keyEnv: Type.String({ pattern: ENV_NAME }),
+    secretEnv: Type.String({ pattern: ENV_NAME }),
+  },
+  { additionalProperties: false },
+);
+
+export const AccountConfig = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    broker: Type.String({ default: '' }),
+    brokerUsername: Type.String({ default: '' }),
+    command: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+    cwd: Type.String({ default: '.' }),
+    env: Type.Record(Type.String({ pattern: ENV_NAME }), Type.String(), { default: {} }),
+    match: Type.Optional(Type.String({ minLength: 1 })),
+    duplicates: Type.Union([Type.Literal('kill'), Type.Literal('report')], { default: 'kill' }),
+    startMs: Ms(1000),
+    stop: Type.Object(
+      { signal: Type.Union([StopSignal], { default: 'SIGTERM' }), graceMs: Ms(30000) },
+      { additionalProperties: false, default: {} },
+    ),
+    restart: Type.Object(
+      {
+        policy: Type.Union([Type.Literal('never'), Type.Literal('on-failure'), Type.Literal('always')], { default: 'on-failure' }),
+        maxRestarts: Type.Integer({ minimum: 0, default: 5 }),
+        backoffMs: Ms(1000),
+        maxBackoffMs: Ms(30000),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    keys: Type.Optional(
+      Type.Object(
+        {
+          pool: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+          envKey: Type.String({ pattern: ENV_NAME }),
+          envSecret: Type.String({ pattern: ENV_NAME }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    nonceErrors: Type.Object(
+      {
+        patterns: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+        rotateAfter: Type.Integer({ minimum: 1, default: 3 }),
+        windowMs: Ms(60000, 1),
+        cooldownMs: Ms(900000),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const DaemonConfig = Type.Object(
+  {
+    listen: Type.Optional(Type.String({ minLength: 1 })),
+    scanIntervalMs: Ms(1000, 50),
+    healthIntervalMs: Ms(5000, 100),
+    onShutdown: Type.Union([Type.Literal('stop-bots'), Type.Literal('leave-running')], { default: 'stop-bots' }),
+    allowedHosts: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+    logs: Type.Object(
+      { maxBytes: Type.Integer({ minimum: 4096, default: 10 * 1024 * 1024 }), files: Type.Integer({ minimum: 1, maximum: 100, default: 5 }) },
+      { additionalProperties: false, default: {} },
+    ),
+    events: Type.Object(
+      { retentionDays: Type.Number({ exclusiveMinimum: 0, default: 7 }), maxRows: Type.Integer({ minimum: 100, default: 100000 }) },
+      { additionalProperties: false, default: {} },
+    ),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const ConfigFile = Type.Object(
+  {
+    daemon: DaemonConfig,
+    keys: Type.Record(Type.String({ pattern: ACCOUNT_ID_PATTERN }), KeyRef, { default: {} }),
+    accounts: Type.Record(Type.String(), AccountConfig, { default: {} }),
+  },
+  { additionalProperties: false },
+);
+
+export type AccountConfig = Static<typeof AccountConfig>;
+export type DaemonConfig = Static<typeof DaemonConfig>;
+export type ConfigFile = Static<typeof ConfigFile>;
+export type StopSignal = (typeof STOP_SIGNALS)[number];
+
+/** An account as the supervisor uses it: id, display name and absolute cwd resolved. */
+export interface Account extends Omit<AccountConfig, 'name'> {
+  id: string;
+  name: string;
+}
+
+export interface Config {
+  daemon: DaemonConfig;
+  keys: ConfigFile['keys'];
+  accounts: Map<string, Account>;
+  /** The file it came from, or null when passed as an object (tests). */
+  source: string | null;
+}

@@ -1,0 +1,197 @@
+/**
+ * Wiring: settings -> config -> data dir lock -> database -> services ->
+ * HTTP. The only module that knows all the others.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { parse as parseDotenv } from 'dotenv';
+import type { DestinationStream, Logger } from 'pino';
+import { realClock, type Clock } from './clock.js';
+import { loadConfigFile, ConfigError } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { effectiveListen, resolveSettings, type Flags, type Settings } from './config/settings.js';
+import { acquireDaemonLock, type DaemonLock } from './db/daemon-lock.js';
+import { SqliteLockBackend } from './db/locks.js';
+import { openDatabase, type DB } from './db/open.js';
+import { Registry } from './db/registry.js';
+import { Errors } from './errors.js';
+import { EventStore } from './events/store.js';
+import { buildServer } from './http/server.js';
+import { createLogger } from './logger.js';
+import { HealthService } from './monitor/health.js';
+import { reconcile } from './supervisor/reconcile.js';
+import { Supervisor } from './supervisor/supervisor.js';
+import { ensureToken } from './token.js';
+import { VERSION } from './version.js';
+
+export interface DaemonOptions {
+  flags?: Flags;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** A config object instead of reading settings.configPath (tests). */
+  config?: Config;
+  clock?: Clock;
+  logDestination?: DestinationStream;
+  logger?: Logger;
+  /** Install SIGTERM/SIGINT/SIGHUP handlers (the real daemon does; in-process tests do not). */
+  handleSignals?: boolean;
+}
+
+export type ShutdownMode = 'stop-bots' | 'leave-running';
+
+export interface Daemon {
+  settings: Settings;
+  supervisor: Supervisor;
+  events: EventStore;
+  db: DB;
+  logger: Logger;
+  token: string;
+  address: { host: string; port: number };
+  url: string;
+  daemonId: string;
+  shutdown(mode?: ShutdownMode): Promise<void>;
+}
+
+export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
+  const env = opts.env ?? process.env;
+  const settings = resolveSettings(opts.flags ?? {}, env, opts.cwd);
+  const config = opts.config ?? loadConfigFile(settings.configPath);
+  const listen = effectiveListen(settings, config);
+  const clock = opts.clock ?? realClock;
+  const logger = opts.logger ?? createLogger(settings.logLevel, opts.logDestination);
+
+  mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
+  const logsDir = path.join(settings.dataDir, 'logs');
+  mkdirSync(logsDir, { recursive: true, mode: 0o700 });
+  const daemonLock = acquireDaemonLock(settings.dataDir);
+
+  let db: DB | undefined;
+  try {
+    db = openDatabase(path.join(settings.dataDir, 'botwarden.db'));
+    const secretEnv = loadEnvFile(settings.envFile, env, logger);
+    const { token } = ensureToken(settings.dataDir, settings.token);
+    const daemonId = randomUUID().slice(0, 8);
+    const holder = `${daemonId}@${hostname()}`;
+    const events = new EventStore(db, () => clock.now());
+    const registry = new Registry(db);
+    const locks = new SqliteLockBackend(db, () => clock.now());
+    const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv });
+    const startedAt = Date.now();
+    const health = new HealthService({ db, locks, daemonLock, supervisor, version: VERSION, startedAt });
+
+    events.prune(config.daemon.events);
+    await reconcile({ supervisor, registry, locks, events, logger });
+
+    let reloading: Promise<{ accounts: string[] }> | null = null;
+    const reloadConfig = async () => {
+      if (opts.config && !existsSync(settings.configPath)) throw Errors.badRequest('This daemon was given its config as an object; there is no file to reload.');
+      reloading ??= (async () => {
+        try {
+          const next = loadConfigFile(settings.configPath);
+          supervisor.applyConfig(next);
+          logger.info({ accounts: [...next.accounts.keys()] }, 'config reloaded');
+          return { accounts: [...next.accounts.keys()] };
+        } catch (err) {
+          if (err instanceof ConfigError) throw Errors.invalidConfig(err.problems);
+          throw err;
+        } finally {
+          reloading = null;
+        }
+      })();
+      return reloading;
+    };
+
+    const app = await buildServer({
+      supervisor,
+      events,
+      health,
+      token,
+      listenHost: listen.host,
+      allowedHosts: config.daemon.allowedHosts,
+      logger,
+      version: VERSION,
+      reloadConfig,
+    });
+    await app.listen({ host: listen.host, port: listen.port });
+    const addr = app.server.address();
+    const port = typeof addr === 'object' && addr ? addr.port : listen.port;
+    const urlHost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+    const url = `http://${urlHost === '0.0.0.0' ? '127.0.0.1' : urlHost}:${port}`;
+    writeFileSync(path.join(settings.dataDir, 'daemon.json'), JSON.stringify({ pid: process.pid, url, host: listen.host, port, daemonId, version: VERSION }, null, 2) + '\n', { mode: 0o600 });
+
+    const timers: NodeJS.Timeout[] = [];
+    const every = (ms: number, fn: () => void) => {
+      const t = setInterval(fn, ms);
+      t.unref();
+      timers.push(t);
+    };
+    every(config.daemon.healthIntervalMs, () => {
+      void health.snapshot().then((snap) => events.emit('health', { ...snap }));
+    });
+    every(60_000, () => events.prune(supervisor.currentConfig().daemon.events));
+
+    let shuttingDown: Promise<void> | null = null;
+    const shutdown = (mode?: ShutdownMode): Promise<void> => {
+      shuttingDown ??= (async () => {
+        const m: ShutdownMode = mode ?? (settings.leaveRunning ? 'leave-running' : supervisor.currentConfig().daemon.onShutdown);
+        events.emit('daemon.stopping', { mode: m });
+        logger.info({ mode: m }, 'daemon stopping');
+        for (const t of timers) clearInterval(t);
+        await supervisor.shutdown(m);
+        await app.close();
+        health.close();
+        db?.close();
+        daemonLock.release();
+        logger.info('daemon stopped');
+        logger.flush?.();
+      })();
+      return shuttingDown;
+    };
+
+    if (opts.handleSignals) {
+      const onSignal = (sig: NodeJS.Signals) => {
+        logger.info({ signal: sig }, 'signal received');
+        void shutdown().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            logger.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+      process.on('SIGHUP', () => {
+        reloadConfig().catch((err: unknown) => logger.error({ err }, 'config reload refused; nothing changed'));
+      });
+    }
+
+    events.emit('daemon.started', { pid: process.pid, version: VERSION, url, daemonId });
+    logger.info({ url, dataDir: settings.dataDir, config: config.source, accounts: [...config.accounts.keys()] }, 'botwarden listening');
+    return { settings, supervisor, events, db, logger, token, address: { host: listen.host, port }, url, daemonId, shutdown };
+  } catch (err) {
+    db?.close();
+    daemonLock.release();
+    throw err;
+  }
+}
+
+/**
+ * The .env file (a missing one is fine) under the real environment: the real
+ * environment wins, as with dotenv's default. Loaded into a private object,
+ * never into process.env, so no bot inherits every secret.
+ */
+function loadEnvFile(file: string, env: NodeJS.ProcessEnv, logger: Logger): NodeJS.ProcessEnv {
+  let parsed: Record<string, string> = {};
+  try {
+    parsed = parseDotenv(readFileSync(file));
+    logger.info({ file, variables: Object.keys(parsed).length }, 'env file loaded');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  return { ...parsed, ...env };
+}
+
+export type { DaemonLock };

@@ -1,0 +1,23 @@
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { HealthService } from '../../monitor/health.js';
+import { bearer, tokenMatches } from '../guards.js';
+import { Health } from '../schemas.js';
+import type { ServerDeps } from '../server.js';
+
+export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
+  return async (app) => {
+    app.get('/health', { schema: { tags: ['system'], security: [], response: { 200: Health, 503: Health } } }, async (req, reply) => {
+      const snap = await deps.health.snapshot();
+      const authed = tokenMatches(deps.token, bearer(req.headers.authorization));
+      return reply.status(snap.status === 'failing' ? 503 : 200).send(authed ? snap : HealthService.redact(snap));
+    });
+
+    app.post(
+      '/config/reload',
+      { schema: { tags: ['system'], response: { 200: Type.Object({ status: Type.Literal('reloaded'), accounts: Type.Array(Type.String()) }) } } },
+      async () => ({ status: 'reloaded' as const, ...(await deps.reloadConfig()) }),
+    );
+
+    app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  };
+}

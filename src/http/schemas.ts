@@ -1,0 +1,93 @@
+/** TypeBox schemas shared by the routes and the OpenAPI document. */
+import { Type } from '@sinclair/typebox';
+import { ACCOUNT_ID_PATTERN } from '../config/schema.js';
+import { BOT_STATES } from '../supervisor/states.js';
+
+const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
+
+export const AccountParams = Type.Object({
+  account: Type.String({ pattern: ACCOUNT_ID_PATTERN, description: 'account id from the config' }),
+});
+
+export const LockFacts = Type.Object({
+  holder: Type.String(),
+  since: Type.String({ format: 'date-time' }),
+  token: Type.Integer(),
+  pid: Type.Union([Type.Integer(), Type.Null()]),
+});
+
+export const Bot = Type.Object(
+  {
+    account: Type.String(),
+    name: Type.String(),
+    broker: Type.String(),
+    brokerUsername: Type.String(),
+    state: Type.Union(BOT_STATES.map((s) => Type.Literal(s))),
+    pid: Type.Union([Type.Integer(), Type.Null()]),
+    instanceId: Nullable(Type.String()),
+    startedAt: Nullable(Type.String({ format: 'date-time' })),
+    restarts: Type.Integer(),
+    keyId: Nullable(Type.String()),
+    lastExit: Type.Union([
+      Type.Object({
+        code: Type.Union([Type.Integer(), Type.Null()]),
+        signal: Nullable(Type.String()),
+        at: Type.String({ format: 'date-time' }),
+        forced: Type.Boolean({ description: 'SIGKILLed after the grace period' }),
+      }),
+      Type.Null(),
+    ]),
+    nonceErrors: Type.Object({ inWindow: Type.Integer(), total: Type.Integer() }),
+    lock: Type.Union([LockFacts, Type.Null()]),
+  },
+  { $id: 'Bot' },
+);
+
+export const ErrorBody = Type.Object(
+  {
+    statusCode: Type.Integer(),
+    error: Type.String(),
+    code: Type.String(),
+    message: Type.String(),
+  },
+  { additionalProperties: true },
+);
+
+export const StopBody = Type.Union([
+  Type.Object({ graceMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })) }, { additionalProperties: false }),
+  Type.Null(),
+]);
+
+export const LogsQuery = Type.Object({
+  lines: Type.Integer({ minimum: 0, maximum: 100_000, default: 100 }),
+});
+
+export const EventsQuery = Type.Object({
+  since: Type.Optional(Type.Integer({ minimum: 0 })),
+  limit: Type.Integer({ minimum: 1, maximum: 10_000, default: 1000 }),
+  types: Type.Optional(Type.String({ pattern: '^[a-z._,]*$', maxLength: 500 })),
+  account: Type.Optional(Type.String({ pattern: ACCOUNT_ID_PATTERN })),
+  token: Type.Optional(Type.String({ maxLength: 512 })),
+});
+
+export const Event = Type.Object(
+  { id: Type.Integer(), type: Type.String(), at: Type.String({ format: 'date-time' }), account: Type.Optional(Type.String()) },
+  { additionalProperties: true },
+);
+
+export const HealthCheck = Type.Object({
+  name: Type.String(),
+  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('failing')]),
+  detail: Type.Optional(Type.String({ description: 'only with a valid token' })),
+});
+
+export const Health = Type.Object(
+  {
+    status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('failing')]),
+    version: Type.String(),
+    uptimeMs: Type.Integer(),
+    bots: Type.Record(Type.String(), Type.Integer()),
+    checks: Type.Optional(Type.Array(HealthCheck)),
+  },
+  { additionalProperties: true },
+);

@@ -1,0 +1,134 @@
+/**
+ * The HTTP adapter: builds a fastify app around the services it is given.
+ * It never listens (main wires and listens) so tests use it on port 0.
+ */
+import { STATUS_CODES } from 'node:http';
+import swagger from '@fastify/swagger';
+import websocket from '@fastify/websocket';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Errors, isBotwardenError, type BotwardenError } from '../errors.js';
+import type { EventStore } from '../events/store.js';
+import type { HealthService } from '../monitor/health.js';
+import type { Supervisor } from '../supervisor/supervisor.js';
+import { allowedHostSet, bearer, hostName, tokenMatches } from './guards.js';
+import { botRoutes } from './routes/bots.js';
+import { eventRoutes } from './routes/events.js';
+import { systemRoutes } from './routes/system.js';
+
+export interface ServerDeps {
+  supervisor: Supervisor;
+  events: EventStore;
+  health: HealthService;
+  token: string;
+  listenHost: string;
+  allowedHosts: readonly string[];
+  logger: Logger;
+  version: string;
+  /** Re-reads and applies the config; throws BotwardenError INVALID_CONFIG and changes nothing when invalid. */
+  reloadConfig: () => Promise<{ accounts: string[] }>;
+}
+
+export const BODY_LIMIT = 64 * 1024;
+
+export type App = FastifyInstance & { withTypeProvider: () => FastifyInstance };
+
+export async function buildServer(deps: ServerDeps) {
+  const app = Fastify({
+    loggerInstance: deps.logger.child({ module: 'http' }),
+    disableRequestLogging: true,
+    bodyLimit: BODY_LIMIT,
+    forceCloseConnections: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // An empty body with a JSON content type is "no body", not an error (curl -H 'content-type: application/json' -X POST).
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, body, done) => {
+    const text = String(body);
+    if (text.trim() === '') return done(null, null);
+    try {
+      done(null, JSON.parse(text));
+    } catch {
+      done(Errors.badRequest('Malformed JSON body.'), undefined);
+    }
+  });
+
+  const hosts = allowedHostSet(deps.listenHost, deps.allowedHosts);
+  app.addHook('onRequest', async (req) => {
+    const host = req.headers.host;
+    if (host === undefined || !hosts.has(hostName(host))) throw Errors.misdirected(host ?? '');
+    if (req.routeOptions.url === '/health') return;
+    let given = bearer(req.headers.authorization);
+    if (given === undefined && req.routeOptions.url === '/events') {
+      given = (req.query as { token?: string } | undefined)?.token;
+    }
+    if (!tokenMatches(deps.token, given)) throw Errors.unauthorized();
+  });
+
+  app.setErrorHandler((err: FastifyError | BotwardenError, req, reply) => {
+    const body = toErrorBody(err, req.params as Record<string, string> | undefined);
+    if (body.statusCode >= 500) req.log.error({ err }, 'request failed');
+    else req.log.debug({ code: body.code }, body.message);
+    return reply.status(body.statusCode).type('application/json').send(body);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const body = toErrorBody(Errors.notFound(`No route ${req.method} ${req.url.split('?')[0]}.`), undefined);
+    return reply.status(404).send(body);
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'botwarden', version: deps.version, description: 'Process supervisor for trading bots (see SPEC.md).' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(websocket, { options: { maxPayload: BODY_LIMIT } });
+  await app.register(botRoutes(deps));
+  await app.register(eventRoutes(deps));
+  await app.register(systemRoutes(deps));
+  return app;
+}
+
+interface ErrorBody {
+  statusCode: number;
+  error: string;
+  code: string;
+  message: string;
+  [k: string]: unknown;
+}
+
+const FASTIFY_CODES: Record<string, string> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_REQUEST',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
+};
+
+function toErrorBody(err: FastifyError | BotwardenError, params: Record<string, string> | undefined): ErrorBody {
+  const make = (statusCode: number, code: string, message: string, extra: Record<string, unknown> = {}): ErrorBody => ({
+    statusCode,
+    error: STATUS_CODES[statusCode] ?? 'Error',
+    code,
+    message,
+    ...extra,
+  });
+  if (isBotwardenError(err)) return make(err.statusCode, err.code, err.message, err.details);
+  const fe = err as FastifyError;
+  if (fe.validation) {
+    if (fe.validationContext === 'params' && params?.account !== undefined) {
+      const e = Errors.invalidAccountId(params.account);
+      return make(400, e.code, e.message);
+    }
+    const where = fe.validationContext ?? 'request';
+    const code = where === 'querystring' ? 'INVALID_QUERY' : where === 'body' ? 'INVALID_BODY' : 'BAD_REQUEST';
+    return make(400, code, `Invalid ${where}: ${fe.message}`);
+  }
+  const status = typeof fe.statusCode === 'number' ? fe.statusCode : 500;
+  if (status < 500) return make(status, FASTIFY_CODES[fe.code] ?? fe.code ?? 'BAD_REQUEST', fe.message);
+  return make(500, 'INTERNAL_ERROR', 'Internal error; see the daemon log.');
+}

@@ -1,0 +1,104 @@
+/**
+ * The daemon's health: a few named checks, each ok / degraded / failing.
+ * `failing` (HTTP 503) only when the daemon cannot keep its promises:
+ * storage or the lock backend unusable, or the data-dir lock lost.
+ */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import type { DB } from '../db/open.js';
+import type { LockBackend } from '../db/locks.js';
+import type { DaemonLock } from '../db/daemon-lock.js';
+import type { Supervisor } from '../supervisor/supervisor.js';
+import { BOT_STATES } from '../supervisor/states.js';
+
+export type Status = 'ok' | 'degraded' | 'failing';
+
+export interface Check {
+  name: string;
+  status: Status;
+  detail: string;
+}
+
+export interface HealthSnapshot {
+  status: Status;
+  version: string;
+  uptimeMs: number;
+  bots: Record<string, number>;
+  checks: Check[];
+}
+
+export interface HealthDeps {
+  db: DB;
+  locks: LockBackend;
+  daemonLock: DaemonLock;
+  supervisor: Supervisor;
+  version: string;
+  startedAt: number;
+  /** Extra checks that later monitors contribute (duplicates, keys, ...). */
+  extraChecks?: () => Check[];
+}
+
+const LOOP_DELAY_DEGRADED_MS = 500;
+
+export class HealthService {
+  private readonly loop: IntervalHistogram;
+  private readonly probe;
+
+  constructor(private readonly deps: HealthDeps) {
+    this.loop = monitorEventLoopDelay({ resolution: 20 });
+    this.loop.enable();
+    this.probe = deps.db.prepare<[string]>(`INSERT INTO meta (key, value) VALUES ('health_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`);
+  }
+
+  async snapshot(): Promise<HealthSnapshot> {
+    const checks: Check[] = [];
+    try {
+      this.probe.run(new Date().toISOString());
+      checks.push({ name: 'storage', status: 'ok', detail: 'SQLite writable' });
+    } catch (err) {
+      checks.push({ name: 'storage', status: 'failing', detail: `SQLite not writable: ${(err as Error).message}` });
+    }
+    checks.push(
+      this.deps.daemonLock.held()
+        ? { name: 'daemon-lock', status: 'ok', detail: 'data dir lock held' }
+        : { name: 'daemon-lock', status: 'failing', detail: 'data dir lock lost' },
+    );
+    try {
+      await this.deps.locks.check();
+      checks.push({ name: 'lock-backend', status: 'ok', detail: `${this.deps.locks.kind} reachable` });
+    } catch (err) {
+      checks.push({ name: 'lock-backend', status: 'failing', detail: `${this.deps.locks.kind}: ${(err as Error).message}` });
+    }
+    const bots: Record<string, number> = { total: 0 };
+    for (const s of BOT_STATES) bots[s] = 0;
+    const troubled: string[] = [];
+    for (const b of this.deps.supervisor.all()) {
+      bots.total = (bots.total ?? 0) + 1;
+      bots[b.state] = (bots[b.state] ?? 0) + 1;
+      if (b.state === 'backoff' || b.state === 'fatal') troubled.push(`${b.id} ${b.state}`);
+    }
+    checks.push(
+      troubled.length === 0
+        ? { name: 'bots', status: 'ok', detail: 'no bot in backoff or fatal' }
+        : { name: 'bots', status: 'degraded', detail: troubled.join(', ') },
+    );
+    const p99 = this.loop.percentile(99) / 1e6;
+    this.loop.reset();
+    checks.push({
+      name: 'event-loop',
+      status: p99 > LOOP_DELAY_DEGRADED_MS ? 'degraded' : 'ok',
+      detail: `p99 delay ${p99.toFixed(1)} ms`,
+    });
+    checks.push(...(this.deps.extraChecks?.() ?? []));
+    const status: Status = checks.some((c) => c.status === 'failing') ? 'failing' : checks.some((c) => c.status === 'degraded') ? 'degraded' : 'ok';
+    return { status, version: this.deps.version, uptimeMs: Date.now() - this.deps.startedAt, bots, checks };
+  }
+
+  /** What an unauthenticated caller sees: status and counts, no account names or details. */
+  static redact(s: HealthSnapshot): Omit<HealthSnapshot, 'checks'> & { checks: Omit<Check, 'detail'>[] } {
+    return { status: s.status, version: s.version, uptimeMs: s.uptimeMs, bots: s.bots, checks: s.checks.map(({ name, status }) => ({ name, status })) };
+  }
+
+  close(): void {
+    this.loop.disable();
+  }
+}

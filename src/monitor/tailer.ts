@@ -1,0 +1,189 @@
+/**
+ * Follows a bot's log file (which the bot writes to directly) and hands every
+ * complete new line to a callback. fs.watch wakes it up; a slow poll is the
+ * safety net (watch events can be missed or coalesced). It also keeps the file
+ * bounded: past `maxBytes` it rotates copy-then-truncate, because the bot
+ * holds the file open in append mode and cannot be asked to reopen it.
+ */
+import { closeSync, copyFileSync, existsSync, fstatSync, openSync, readSync, renameSync, rmSync, truncateSync, watch, type FSWatcher } from 'node:fs';
+
+export interface TailerOptions {
+  maxBytes: number;
+  /** Rotated files kept: <log>.1 (newest) .. <log>.N. */
+  files: number;
+  /** Start at the current end of the file (old lines are not rescanned). */
+  fromEnd: boolean;
+  pollMs?: number;
+}
+
+const MAX_LINE = 64 * 1024;
+const CHUNK = 256 * 1024;
+
+export class LogTailer {
+  private offset = 0;
+  private partial = '';
+  private watcher: FSWatcher | null = null;
+  private poll: NodeJS.Timeout | null = null;
+  private scheduled = false;
+  private stopped = false;
+  private readonly buf = Buffer.allocUnsafe(CHUNK);
+
+  constructor(
+    readonly path: string,
+    private readonly onLine: (line: string) => void,
+    private readonly opts: TailerOptions,
+  ) {}
+
+  start(): void {
+    if (this.opts.fromEnd) this.offset = sizeOf(this.path);
+    try {
+      this.watcher = watch(this.path, { persistent: false }, () => this.schedule());
+      this.watcher.on('error', () => this.closeWatcher());
+    } catch {
+      this.watcher = null; // the poll still works
+    }
+    this.poll = setInterval(() => this.schedule(), this.opts.pollMs ?? 1000);
+    this.poll.unref();
+  }
+
+  /** Reads what is left and stops following. */
+  stop(): void {
+    if (this.stopped) return;
+    this.readNew();
+    this.stopped = true;
+    this.closeWatcher();
+    if (this.poll) clearInterval(this.poll);
+    if (this.partial) {
+      this.emit(this.partial);
+      this.partial = '';
+    }
+  }
+
+  /** Reads appended bytes now (also used by tests and at stop). */
+  readNew(): void {
+    if (this.stopped) return;
+    let fd: number;
+    try {
+      fd = openSync(this.path, 'r');
+    } catch {
+      return;
+    }
+    try {
+      let size = fstatSync(fd).size;
+      if (size < this.offset) {
+        // Truncated or rotated under us: start over at the beginning.
+        this.offset = 0;
+        this.partial = '';
+      }
+      while (this.offset < size) {
+        const n = readSync(fd, this.buf, 0, Math.min(CHUNK, size - this.offset), this.offset);
+        if (n <= 0) break;
+        this.offset += n;
+        this.consume(this.buf.toString('utf8', 0, n));
+        if (this.offset >= size) size = fstatSync(fd).size;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    if (this.offset > this.opts.maxBytes) this.rotate();
+  }
+
+  private consume(text: string): void {
+    const parts = (this.partial + text).split('\n');
+    this.partial = parts.pop() ?? '';
+    if (this.partial.length > MAX_LINE) {
+      this.emit(this.partial);
+      this.partial = '';
+    }
+    for (const line of parts) this.emit(line.endsWith('\r') ? line.slice(0, -1) : line);
+  }
+
+  private emit(line: string): void {
+    try {
+      this.onLine(line.length > MAX_LINE ? line.slice(0, MAX_LINE) : line);
+    } catch {
+      // A scanner's bug must not stop the tailing.
+    }
+  }
+
+  private rotate(): void {
+    try {
+      rotateCopyTruncate(this.path, this.opts.files);
+      this.offset = 0;
+    } catch {
+      // Rotation is best effort; the next read tries again.
+    }
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.readNew();
+    });
+  }
+
+  private closeWatcher(): void {
+    this.watcher?.close();
+    this.watcher = null;
+  }
+}
+
+/** log -> log.1 -> ... -> log.N (dropped), by copy and truncate so the writer's fd stays valid. */
+export function rotateCopyTruncate(path: string, files: number): void {
+  rmSync(`${path}.${files}`, { force: true });
+  for (let i = files - 1; i >= 1; i--) {
+    if (existsSync(`${path}.${i}`)) renameSync(`${path}.${i}`, `${path}.${i + 1}`);
+  }
+  copyFileSync(path, `${path}.1`);
+  truncateSync(path, 0);
+}
+
+function sizeOf(path: string): number {
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      return fstatSync(fd).size;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return 0;
+  }
+}
+
+/** The last `n` lines of a file (reading backwards in chunks, not the whole file). */
+export function lastLines(path: string, n: number): string {
+  if (n <= 0) return '';
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return '';
+  }
+  try {
+    const size = fstatSync(fd).size;
+    let pos = size;
+    let chunks: Buffer[] = [];
+    let newlines = 0;
+    let total = 0;
+    while (pos > 0 && newlines <= n) {
+      const len = Math.min(64 * 1024, pos);
+      pos -= len;
+      const b = Buffer.allocUnsafe(len);
+      readSync(fd, b, 0, len, pos);
+      for (let i = 0; i < len; i++) if (b[i] === 10) newlines++;
+      chunks.unshift(b);
+      total += len;
+      if (total > 64 * 1024 * 1024) break;
+    }
+    let text = Buffer.concat(chunks).toString('utf8');
+    chunks = [];
+    if (text.endsWith('\n')) text = text.slice(0, -1);
+    const lines = text.split('\n');
+    return lines.slice(Math.max(0, lines.length - n)).join('\n') + (lines.length > 0 && text !== '' ? '\n' : '');
+  } finally {
+    closeSync(fd);
+  }
+}

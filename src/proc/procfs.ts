@@ -1,0 +1,142 @@
+/**
+ * Process facts straight from /proc (Linux). A pid alone is not an identity:
+ * the kernel reuses pids, so a process is (pid, start time in clock ticks).
+ * Where /proc does not exist, `kill(pid, 0)` is the weaker fallback and start
+ * times are null.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+
+export const HAS_PROC = existsSync('/proc/self/stat');
+
+export interface ProcStat {
+  pid: number;
+  comm: string;
+  /** R, S, D, Z (zombie), X (dead), T, ... */
+  state: string;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  startTicks: number;
+}
+
+export function readStat(pid: number): ProcStat | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return null;
+  }
+  return parseStat(text);
+}
+
+/** Parses /proc/<pid>/stat; comm may hold spaces and parentheses, so split after the last ')'. */
+export function parseStat(text: string): ProcStat | null {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < open) return null;
+  const f = text.slice(close + 2).split(' ');
+  // f[0] is field 3 (state); field N is f[N - 3].
+  const startTicks = Number(f[19]);
+  if (!Number.isFinite(startTicks)) return null;
+  return {
+    pid: Number(text.slice(0, open).trim()),
+    comm: text.slice(open + 1, close),
+    state: f[0] ?? '?',
+    ppid: Number(f[1]),
+    pgid: Number(f[2]),
+    sid: Number(f[3]),
+    startTicks,
+  };
+}
+
+export function startTicksOf(pid: number): number | null {
+  return HAS_PROC ? (readStat(pid)?.startTicks ?? null) : null;
+}
+
+/**
+ * True when the process with this identity is alive: it exists, is not a
+ * zombie (kill(pid, 0) says yes to zombies) and, when known, started at the
+ * recorded time (so a reused pid is not taken for it).
+ */
+export function isAlive(pid: number, startTicks: number | null): boolean {
+  if (!HAS_PROC) return signalZero(pid);
+  const st = readStat(pid);
+  if (!st || st.state === 'Z' || st.state === 'X') return false;
+  return startTicks === null || st.startTicks === startTicks;
+}
+
+function signalZero(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function listPids(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    const c = name.charCodeAt(0);
+    if (c >= 48 && c <= 57) out.push(Number(name));
+  }
+  return out;
+}
+
+/** The process's environment as a map, or null when unreadable (gone, or another user's). */
+export function readEnviron(pid: number): Map<string, string> | null {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(`/proc/${pid}/environ`);
+  } catch {
+    return null;
+  }
+  const env = new Map<string, string>();
+  for (const entry of buf.toString('utf8').split('\0')) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) env.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  return env;
+}
+
+/** Only the value of one variable, without building the whole map. */
+export function environValue(pid: number, name: string): string | null | undefined {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(`/proc/${pid}/environ`);
+  } catch {
+    return undefined; // unreadable
+  }
+  const needle = Buffer.from(`${name}=`);
+  let at = 0;
+  while (at < buf.length) {
+    const end = buf.indexOf(0, at);
+    const stop = end < 0 ? buf.length : end;
+    if (stop - at >= needle.length && buf.compare(needle, 0, needle.length, at, at + needle.length) === 0) {
+      return buf.toString('utf8', at + needle.length, stop);
+    }
+    at = stop + 1;
+  }
+  return null;
+}
+
+/**
+ * Live (non-zombie) processes that belong to a bot instance: members of its
+ * process group, plus any process carrying its BOTWARDEN_INSTANCE marker (a
+ * grandchild that called setsid left the group but kept the environment).
+ * Descendants always started after the bot, so only younger processes have
+ * their environment read.
+ */
+export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
+  if (!HAS_PROC) return signalZero(-inst.pgid) ? [{ pid: -inst.pgid } as ProcStat] : [];
+  const out: ProcStat[] = [];
+  const self = process.pid;
+  for (const pid of listPids()) {
+    if (pid === self) continue;
+    const st = readStat(pid);
+    if (!st || st.state === 'Z' || st.state === 'X') continue;
+    if (inst.startTicks !== null && st.startTicks < inst.startTicks) continue;
+    if (st.pgid === inst.pgid || environValue(pid, 'BOTWARDEN_INSTANCE') === inst.id) out.push(st);
+  }
+  return out;
+}

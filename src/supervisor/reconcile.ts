@@ -1,0 +1,101 @@
+/**
+ * Boot: make the registry true again before serving. Every instance the last
+ * daemon left "live" is checked against /proc (pid + start time, zombies are
+ * dead): alive => adopted (same pid, running, lock kept); dead => marked
+ * exited, its lock removed, and its restart policy applied. Locks that no
+ * adopted bot holds are stale and removed.
+ */
+import type { Logger } from 'pino';
+import type { LockBackend } from '../db/locks.js';
+import type { Registry } from '../db/registry.js';
+import type { EventStore } from '../events/store.js';
+import { isAlive } from '../proc/procfs.js';
+import type { ExitStatus } from './spawn.js';
+import type { Supervisor } from './supervisor.js';
+
+export interface ReconcileDeps {
+  supervisor: Supervisor;
+  registry: Registry;
+  locks: LockBackend;
+  events: EventStore;
+  logger: Logger;
+}
+
+const EXIT_POLL_MS = 250;
+
+export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; dead: string[] }> {
+  const adopted: string[] = [];
+  const dead: string[] = [];
+  const bots = new Map(d.supervisor.all().map((b) => [b.id, b]));
+  for (const row of d.registry.allBots()) bots.get(row.account)?.restore(row);
+  const locks = new Map((await d.locks.list()).map((l) => [l.account, l]));
+  const now = new Date().toISOString();
+
+  for (const inst of d.registry.liveInstances()) {
+    const bot = bots.get(inst.account);
+    const alive = inst.pid !== null && isAlive(inst.pid, inst.startTicks);
+    if (!alive || inst.pid === null) {
+      d.registry.markExited(inst.id, { code: null, signal: null, forced: false, endedAt: now });
+      d.events.emit('bot.exited', { account: inst.account, pid: inst.pid, instanceId: inst.id, code: null, signal: null, forced: false, whileDaemonDown: true });
+      dead.push(inst.account);
+      continue;
+    }
+    if (!bot || bot.live) {
+      // No longer configured (or a second live instance, which the lock forbids): leave the
+      // process alone and say so; the duplicate hunter judges it.
+      d.logger.warn({ account: inst.account, pid: inst.pid }, 'a registered bot is alive but cannot be adopted');
+      continue;
+    }
+    let lock = locks.get(inst.account);
+    if (!lock || (lock.instanceId !== null && lock.instanceId !== inst.id)) {
+      // The daemon died between spawn and recording the pid on the lock: take it now.
+      const res = await d.locks.acquire({ account: inst.account, holder: bot.holderName, brokerUsername: bot.account.brokerUsername, isStale: () => true });
+      if (!res.ok) continue;
+      lock = res.lock;
+    }
+    await d.locks.attach(inst.account, lock.token, { instanceId: inst.id, pid: inst.pid, startTicks: inst.startTicks });
+    const pid = inst.pid;
+    bot.adopt(
+      {
+        instanceId: inst.id,
+        pid,
+        pgid: inst.pgid ?? pid,
+        startTicks: inst.startTicks,
+        startedAt: inst.startedAt,
+        keyId: inst.keyId,
+        logPath: inst.logPath ?? bot.logPath,
+        exited: pollExit(pid, inst.startTicks),
+      },
+      { ...lock, instanceId: inst.id, pid, startTicks: inst.startTicks },
+    );
+    adopted.push(inst.account);
+  }
+
+  for (const lock of (await d.locks.list())) {
+    const bot = bots.get(lock.account);
+    if (bot?.live && bot.lockToken === lock.token) continue;
+    await d.locks.release(lock.account, lock.token);
+    d.events.emit('lock.stale_removed', { account: lock.account, holder: lock.holder, pid: lock.pid, token: lock.token });
+  }
+
+  // Bots that were up when the last daemon went away and are not any more: apply their restart policy.
+  for (const bot of bots.values()) {
+    if (!bot.live && bot.wasActive) await bot.recoverDead();
+  }
+  if (adopted.length + dead.length > 0) d.logger.info({ adopted, dead }, 'registry reconciled with /proc');
+  return { adopted, dead };
+}
+
+/** An adopted bot is not our child: its exit is noticed by polling its identity. */
+export function pollExit(pid: number, startTicks: number | null): Promise<ExitStatus> {
+  return new Promise((resolve) => {
+    const t = setInterval(() => {
+      if (!isAlive(pid, startTicks)) {
+        clearInterval(t);
+        // Not our child: its exit code went to its new parent, so it is unknown here.
+        resolve({ code: null, signal: null });
+      }
+    }, EXIT_POLL_MS);
+    t.unref();
+  });
+}

@@ -1,0 +1,73 @@
+/**
+ * Spawning a bot so that it outlives the daemon: its own session and process
+ * group (detached), stdin ignored, stdout and stderr written straight to the
+ * account's log file. Never a pipe through the daemon: a bot writing to the
+ * pipe of a dead daemon dies of SIGPIPE/EPIPE.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { startTicksOf } from '../proc/procfs.js';
+
+export interface SpawnSpec {
+  command: string[];
+  cwd: string;
+  env: Record<string, string>;
+  logPath: string;
+}
+
+export interface ExitStatus {
+  code: number | null;
+  signal: string | null;
+}
+
+export interface Spawned {
+  child: ChildProcess;
+  pid: number;
+  /** The bot leads its own group: pgid === pid. */
+  pgid: number;
+  startTicks: number | null;
+  /** Resolves when the process has exited (and was reaped). */
+  exited: Promise<ExitStatus>;
+}
+
+export class SpawnError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SpawnError';
+  }
+}
+
+export async function spawnBot(spec: SpawnSpec): Promise<Spawned> {
+  const [file0, ...args] = spec.command;
+  if (file0 === undefined) throw new SpawnError('empty command');
+  // `node` means the Node that runs the daemon: service managers often start us with a bare PATH.
+  const file = file0 === 'node' ? process.execPath : file0;
+  let fd: number;
+  try {
+    fd = openSync(spec.logPath, 'a', 0o640);
+  } catch (err) {
+    throw new SpawnError(`cannot open log file ${spec.logPath}: ${(err as Error).message}`, { cause: err });
+  }
+  let child: ChildProcess;
+  try {
+    child = spawn(file, args, { cwd: spec.cwd, env: spec.env, detached: true, stdio: ['ignore', fd, fd], windowsHide: true });
+  } catch (err) {
+    throw new SpawnError((err as Error).message, { cause: err });
+  } finally {
+    closeSync(fd);
+  }
+  const exited = new Promise<ExitStatus>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const pid = child.pid;
+  if (pid === undefined) {
+    const err = await new Promise<Error>((resolve) => child.once('error', resolve));
+    throw new SpawnError(`${err.message} (command: ${JSON.stringify(spec.command)}, cwd: ${spec.cwd})`, { cause: err });
+  }
+  child.on('error', () => {
+    // After a successful spawn only kill() can fail here; the exit path handles the rest.
+  });
+  // The daemon must be able to exit (leave-running) while the bot lives on.
+  child.unref();
+  return { child, pid, pgid: pid, startTicks: startTicksOf(pid), exited };
+}

@@ -1,0 +1,146 @@
+/**
+ * All bots of the daemon: one BotController per configured account. Knows
+ * nothing of HTTP; the HTTP adapter and the CLI call these methods.
+ */
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import { ACCOUNT_ID_RE, type Config } from '../config/schema.js';
+import type { LockBackend } from '../db/locks.js';
+import type { Registry } from '../db/registry.js';
+import { Errors } from '../errors.js';
+import type { EventStore } from '../events/store.js';
+import { BotController, type BotView, type StopReason } from './bot.js';
+
+export interface SupervisorDeps {
+  registry: Registry;
+  events: EventStore;
+  locks: LockBackend;
+  clock: Clock;
+  logger: Logger;
+  daemonId: string;
+  holder: string;
+  logsDir: string;
+  /** The daemon's own environment; secrets and the API token are removed before a bot sees it. */
+  env: NodeJS.ProcessEnv;
+}
+
+type LineHandler = (account: string, line: string) => void;
+
+export class Supervisor {
+  private readonly bots = new Map<string, BotController>();
+  private readonly lineHandlers: LineHandler[] = [];
+  private config: Config;
+  private shuttingDown = false;
+
+  constructor(
+    config: Config,
+    private readonly deps: SupervisorDeps,
+  ) {
+    this.config = config;
+    for (const account of config.accounts.values()) this.bots.set(account.id, this.makeController(account.id));
+  }
+
+  /** The controller of an account, or UNKNOWN_ACCOUNT / INVALID_ACCOUNT_ID. */
+  get(account: string): BotController {
+    if (!ACCOUNT_ID_RE.test(account)) throw Errors.invalidAccountId(account);
+    const bot = this.bots.get(account);
+    if (!bot) throw Errors.unknownAccount(account);
+    return bot;
+  }
+
+  all(): BotController[] {
+    return [...this.bots.values()];
+  }
+
+  list(): BotView[] {
+    return this.all().map((b) => b.view());
+  }
+
+  start(account: string): Promise<BotView> {
+    if (this.shuttingDown) return Promise.reject(Errors.shuttingDown());
+    return this.get(account).start();
+  }
+
+  stop(account: string, opts: { graceMs?: number; reason?: StopReason } = {}): Promise<BotView> {
+    return this.get(account).stop(opts);
+  }
+
+  restart(account: string, opts: { graceMs?: number } = {}): Promise<BotView> {
+    if (this.shuttingDown) return Promise.reject(Errors.shuttingDown());
+    return this.get(account).restart(opts);
+  }
+
+  onLine(handler: LineHandler): void {
+    this.lineHandlers.push(handler);
+  }
+
+  currentConfig(): Config {
+    return this.config;
+  }
+
+  /**
+   * Applies a new, already validated config. New accounts appear; changed ones
+   * take the new settings at their next start; a removed account that still
+   * runs keeps running until it is stopped, then disappears.
+   */
+  applyConfig(next: Config): void {
+    this.config = next;
+    for (const account of next.accounts.values()) {
+      const bot = this.bots.get(account.id);
+      if (bot) bot.updateAccount(account);
+      else this.bots.set(account.id, this.makeController(account.id));
+    }
+    for (const [id, bot] of this.bots) {
+      if (!next.accounts.has(id) && (bot.state === 'stopped' || bot.state === 'fatal')) this.bots.delete(id);
+    }
+  }
+
+  /** SIGTERM: stop every bot in parallel (default), or leave them running for the next daemon. */
+  async shutdown(mode: 'stop-bots' | 'leave-running'): Promise<void> {
+    this.shuttingDown = true;
+    if (mode === 'leave-running') {
+      for (const b of this.bots.values()) b.detach();
+      return;
+    }
+    await Promise.allSettled([...this.bots.values()].map((b) => b.stop({ reason: 'shutdown' })));
+  }
+
+  /** The environment a bot inherits: the daemon's, minus every configured secret variable and the API token. */
+  baseEnv(): Record<string, string> {
+    const drop = new Set(['BOTWARDEN_TOKEN', 'BOTWARDEN_ACCOUNT', 'BOTWARDEN_INSTANCE']);
+    for (const k of Object.values(this.config.keys)) {
+      drop.add(k.keyEnv);
+      drop.add(k.secretEnv);
+    }
+    for (const a of this.config.accounts.values()) {
+      if (a.keys) {
+        drop.add(a.keys.envKey);
+        drop.add(a.keys.envSecret);
+      }
+    }
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(this.deps.env)) if (v !== undefined && !drop.has(k)) env[k] = v;
+    return env;
+  }
+
+  private makeController(id: string): BotController {
+    const d = this.deps;
+    const account = this.config.accounts.get(id);
+    if (!account) throw new Error(`no account ${id}`);
+    return new BotController(account, {
+      registry: d.registry,
+      events: d.events,
+      locks: d.locks,
+      clock: d.clock,
+      logger: d.logger,
+      holder: d.holder,
+      daemonId: d.daemonId,
+      logsDir: d.logsDir,
+      logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
+      baseEnv: () => this.baseEnv(),
+      onLine: (account, line) => {
+        for (const h of this.lineHandlers) h(account, line);
+      },
+    });
+  }
+}
