@@ -1,0 +1,126 @@
+/**
+ * Test helpers: real daemons on real data dirs and port 0, real bots from
+ * fixtures, and a sweep that finds (and kills, by pid) anything a test left
+ * behind, so a leak fails the test instead of lingering.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { parseConfig } from '../src/config/load.js';
+import type { Config } from '../src/config/schema.js';
+import { startDaemon, type Daemon, type DaemonOptions } from '../src/daemon.js';
+import { environValue, listPids, readStat } from '../src/proc/procfs.js';
+
+export const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
+export const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+/** Every bot started by this test file carries this tag in its environment. */
+export const TEST_TAG = `bwtest-${process.pid}-${Date.now()}`;
+
+export function tmpDir(prefix = 'botwarden-'): string {
+  return mkdtempSync(path.join(tmpdir(), prefix));
+}
+
+export function fixture(name: string, extra: string[] = []): string[] {
+  return ['node', path.join(FIXTURES, name), ...extra];
+}
+
+export function makeConfig(raw: { daemon?: object; keys?: object; accounts: Record<string, Record<string, unknown>> }): Config {
+  const accounts: Record<string, Record<string, unknown>> = {};
+  for (const [id, a] of Object.entries(raw.accounts)) {
+    accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env as object | undefined) ?? {}) } };
+  }
+  return parseConfig({ ...raw, accounts }, { baseDir: FIXTURES });
+}
+
+export interface TestDaemon extends Daemon {
+  dataDir: string;
+  req(method: string, url: string, opts?: { body?: unknown; token?: string | null; headers?: Record<string, string> }): Promise<{ status: number; body: any; text: string }>;
+  close(): Promise<void>;
+}
+
+export async function startTestDaemon(
+  config: Config,
+  opts: Partial<DaemonOptions> & { dataDir?: string } = {},
+): Promise<TestDaemon> {
+  const dataDir = opts.dataDir ?? tmpDir();
+  const env = { ...process.env, BOTWARDEN_TOKEN: undefined };
+  const d = await startDaemon({
+    flags: { dataDir, listen: '127.0.0.1:0', config: path.join(dataDir, 'no-config.yaml'), ...(opts.flags ?? {}) },
+    env,
+    config,
+    logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    ...opts,
+  });
+  let closed = false;
+  return Object.assign(d, {
+    dataDir,
+    async req(method: string, url: string, o: { body?: unknown; token?: string | null; headers?: Record<string, string> } = {}) {
+      const headers: Record<string, string> = { ...(o.headers ?? {}) };
+      const token = o.token === undefined ? d.token : o.token;
+      if (token !== null) headers.authorization = `Bearer ${token}`;
+      let body: string | undefined;
+      if (o.body !== undefined) {
+        body = typeof o.body === 'string' ? o.body : JSON.stringify(o.body);
+        headers['content-type'] ??= 'application/json';
+      }
+      const res = await fetch(d.url + url, { method, headers, body });
+      const text = await res.text();
+      let parsed: unknown = undefined;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      return { status: res.status, body: parsed as any, text };
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await d.shutdown('stop-bots');
+    },
+  });
+}
+
+/** Live processes carrying this test file's tag (optionally of one account). */
+export function taggedProcesses(account?: string): number[] {
+  const out: number[] = [];
+  for (const pid of listPids()) {
+    if (pid === process.pid) continue;
+    const st = readStat(pid);
+    if (!st || st.state === 'Z') continue;
+    if (environValue(pid, 'BW_TEST_TAG') !== TEST_TAG) continue;
+    if (account !== undefined && environValue(pid, 'BOTWARDEN_ACCOUNT') !== account) continue;
+    out.push(pid);
+  }
+  return out;
+}
+
+/** Kills (by pid) whatever this test file left behind and returns those pids: a test asserts it is empty. */
+export function sweepLeftovers(): number[] {
+  const left = taggedProcesses();
+  for (const pid of left) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  return left;
+}
+
+export async function waitFor<T>(fn: () => T | Promise<T>, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<NonNullable<T>> {
+  const until = Date.now() + (opts.timeoutMs ?? 5000);
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${opts.what ?? 'condition'}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
+  }
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    pool: 'forks',
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    // Tests spawn real processes and time real signals: keep files from starving each other on 2 cores.
+    maxWorkers: 2,
+    fileParallelism: true,
+  },
+});
