@@ -53,6 +53,15 @@ export const ErrorBody = Type.Object(
   { additionalProperties: true },
 );
 
+/** Error responses for a route's OpenAPI entry, with the stable codes each status can carry. */
+export function errorResponses(codes: Record<number, string[]>) {
+  const out: Record<number, typeof ErrorBody> = {};
+  for (const [status, list] of Object.entries(codes)) {
+    out[Number(status)] = Type.Object(ErrorBody.properties, { additionalProperties: true, description: `code: ${list.join(' | ')}` });
+  }
+  return out;
+}
+
 export const StopBody = Type.Union([
   Type.Object({ graceMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })) }, { additionalProperties: false }),
   Type.Null(),

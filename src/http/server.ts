@@ -67,6 +67,16 @@ export async function buildServer(deps: ServerDeps) {
     if (!tokenMatches(deps.token, given)) throw Errors.unauthorized();
   });
 
+  // A refused websocket upgrade (401, 421, 400) is answered on a socket that sits outside the
+  // HTTP server's bookkeeping: close it, or it leaks and holds up app.close().
+  app.addHook('onResponse', async (req, reply) => {
+    if (req.headers.upgrade !== undefined && reply.statusCode >= 400) {
+      const socket = req.raw.socket;
+      socket.end();
+      setTimeout(() => socket.destroy(), 1000).unref();
+    }
+  });
+
   app.setErrorHandler((err: FastifyError | BotwardenError, req, reply) => {
     const body = toErrorBody(err, req.params as Record<string, string> | undefined);
     if (body.statusCode >= 500) req.log.error({ err }, 'request failed');
@@ -86,7 +96,19 @@ export async function buildServer(deps: ServerDeps) {
       security: [{ bearer: [] }],
     },
   });
-  await app.register(websocket, { options: { maxPayload: BODY_LIMIT } });
+  await app.register(websocket, {
+    options: { maxPayload: BODY_LIMIT },
+    // Say goodbye (1001) to event subscribers, but never let a silent client hold up a shutdown.
+    preClose(done) {
+      const clients = [...this.websocketServer.clients];
+      for (const c of clients) c.close(1001, 'daemon stopping');
+      const t = setTimeout(() => {
+        for (const c of clients) c.terminate();
+        this.websocketServer.close(() => done());
+      }, 200);
+      t.unref();
+    },
+  });
   await app.register(botRoutes(deps));
   await app.register(eventRoutes(deps));
   await app.register(systemRoutes(deps));

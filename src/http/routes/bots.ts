@@ -1,6 +1,19 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { lastLines } from '../../monitor/tailer.js';
-import { AccountParams, Bot, LogsQuery, StopBody } from '../schemas.js';
+import { AccountParams, Bot, errorResponses, LogsQuery, StopBody } from '../schemas.js';
+
+const AUTH = { 401: ['UNAUTHORIZED'], 421: ['MISDIRECTED_REQUEST'] };
+const ONE = errorResponses({ ...AUTH, 400: ['INVALID_ACCOUNT_ID'], 404: ['UNKNOWN_ACCOUNT'] });
+const START = errorResponses({
+  ...AUTH,
+  400: ['INVALID_ACCOUNT_ID', 'BAD_REQUEST'],
+  404: ['UNKNOWN_ACCOUNT'],
+  409: ['ACCOUNT_LOCKED', 'DUPLICATE_RUNNING', 'NO_FREE_KEY'],
+  413: ['BODY_TOO_LARGE'],
+  500: ['SPAWN_FAILED'],
+  503: ['LOCK_BACKEND_UNAVAILABLE', 'SHUTTING_DOWN'],
+});
+const STOP = errorResponses({ ...AUTH, 400: ['INVALID_ACCOUNT_ID', 'INVALID_BODY', 'BAD_REQUEST'], 404: ['UNKNOWN_ACCOUNT'], 413: ['BODY_TOO_LARGE'] });
 import type { ServerDeps } from '../server.js';
 
 export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
@@ -13,18 +26,18 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
       bots: supervisor.list(),
     }));
 
-    app.get('/bots/:account', { schema: { tags: ['bots'], params: AccountParams, response: { 200: BotRef } } }, async (req) =>
+    app.get('/bots/:account', { schema: { tags: ['bots'], params: AccountParams, response: { 200: BotRef, ...ONE } } }, async (req) =>
       supervisor.get(req.params.account).view(),
     );
 
-    app.post('/bots/:account/start', { schema: { tags: ['bots'], params: AccountParams, response: { 201: BotRef } } }, async (req, reply) => {
+    app.post('/bots/:account/start', { schema: { tags: ['bots'], params: AccountParams, response: { 201: BotRef, ...START } } }, async (req, reply) => {
       const bot = await supervisor.start(req.params.account);
       return reply.status(201).send(bot);
     });
 
     app.post(
       '/bots/:account/stop',
-      { schema: { tags: ['bots'], params: AccountParams, body: Type.Optional(StopBody), response: { 200: BotRef } } },
+      { schema: { tags: ['bots'], params: AccountParams, body: Type.Optional(StopBody), response: { 200: BotRef, ...STOP } } },
       async (req) => {
         const graceMs = req.body?.graceMs;
         return supervisor.stop(req.params.account, graceMs === undefined ? {} : { graceMs });
@@ -33,7 +46,7 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
 
     app.post(
       '/bots/:account/restart',
-      { schema: { tags: ['bots'], params: AccountParams, body: Type.Optional(StopBody), response: { 200: BotRef } } },
+      { schema: { tags: ['bots'], params: AccountParams, body: Type.Optional(StopBody), response: { 200: BotRef, ...START } } },
       async (req) => {
         const graceMs = req.body?.graceMs;
         return supervisor.restart(req.params.account, graceMs === undefined ? {} : { graceMs });
@@ -42,7 +55,7 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
 
     app.get(
       '/bots/:account/logs',
-      { schema: { tags: ['bots'], params: AccountParams, querystring: LogsQuery, response: { 200: Type.String() } } },
+      { schema: { tags: ['bots'], params: AccountParams, querystring: LogsQuery, response: { 200: Type.String(), ...ONE } } },
       async (req, reply) => {
         const bot = supervisor.get(req.params.account);
         return reply.type('text/plain; charset=utf-8').send(lastLines(bot.logPath, req.query.lines));

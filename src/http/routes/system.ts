@@ -1,7 +1,7 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { HealthService } from '../../monitor/health.js';
 import { bearer, tokenMatches } from '../guards.js';
-import { Health } from '../schemas.js';
+import { errorResponses, Health } from '../schemas.js';
 import type { ServerDeps } from '../server.js';
 
 export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
@@ -14,7 +14,7 @@ export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
 
     app.post(
       '/config/reload',
-      { schema: { tags: ['system'], response: { 200: Type.Object({ status: Type.Literal('reloaded'), accounts: Type.Array(Type.String()) }) } } },
+      { schema: { tags: ['system'], response: { 200: Type.Object({ status: Type.Literal('reloaded'), accounts: Type.Array(Type.String()) }), ...errorResponses({ 400: ['INVALID_CONFIG'], 401: ['UNAUTHORIZED'] }) } } },
       async () => ({ status: 'reloaded' as const, ...(await deps.reloadConfig()) }),
     );
 
