@@ -103,6 +103,15 @@ describe('start and stop', () => {
     expect(taggedProcesses('a')).toEqual([res.body.pid]);
   });
 
+  it('feeds every output line of the bot to the line scanners', async () => {
+    d = await startTestDaemon(makeConfig({ accounts: { a: { ...base, command: fixture('bot.js'), env: { BOT_PRINT: 'EAPI:Invalid nonce|hello' } } } }));
+    const seen: string[] = [];
+    d.supervisor.onLine((account, line) => seen.push(`${account}: ${line}`));
+    await d.req('POST', '/bots/a/start');
+    await waitFor(() => seen.includes('a: hello'), { what: 'line' });
+    expect(seen).toContain('a: EAPI:Invalid nonce');
+  });
+
   it('runs different accounts side by side', async () => {
     d = await startTestDaemon(makeConfig({ accounts: { a: { ...base, command: fixture('bot.js') }, b: { ...base, command: fixture('bot.js') } } }));
     const [a, b] = await Promise.all([d.req('POST', '/bots/a/start'), d.req('POST', '/bots/b/start')]);

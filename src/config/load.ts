@@ -53,33 +53,38 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     seen.add(at);
     problems.push(`${at}: ${e.message}${describeValue(e.value)}`);
   }
-  if (problems.length > 0) throw new ConfigError(where, problems);
+  // Semantic checks run even when the schema found problems, so one run lists everything.
   const file = value as ConfigFile;
-
   const accounts = new Map<string, Account>();
-  for (const [id, acc] of Object.entries(file.accounts)) {
+  const keyIds = isObject(file.keys) ? file.keys : {};
+  for (const [id, acc] of Object.entries(isObject(file.accounts) ? file.accounts : {})) {
     const at = `/accounts/${id}`;
     if (!ACCOUNT_ID_RE.test(id)) problems.push(`${at}: account id must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`);
-    if (acc.match !== undefined) {
+    if (!isObject(acc)) continue;
+    if (typeof acc.match === 'string') {
       try {
         new RegExp(acc.match);
       } catch (err) {
         problems.push(`${at}/match: not a valid regular expression (${(err as Error).message})`);
       }
     }
-    if (acc.restart.maxBackoffMs < acc.restart.backoffMs) {
-      problems.push(`${at}/restart/maxBackoffMs: must be >= backoffMs (${acc.restart.backoffMs})`);
+    const r = acc.restart;
+    if (isObject(r) && typeof r.maxBackoffMs === 'number' && typeof r.backoffMs === 'number' && r.maxBackoffMs < r.backoffMs) {
+      problems.push(`${at}/restart/maxBackoffMs: must be >= backoffMs (${r.backoffMs})`);
     }
-    for (const [i, keyId] of (acc.keys?.pool ?? []).entries()) {
-      if (!(keyId in file.keys)) problems.push(`${at}/keys/pool/${i}: unknown key '${keyId}' (not in keys)`);
+    const pool: unknown = isObject(acc.keys) ? acc.keys.pool : undefined;
+    for (const [i, keyId] of (Array.isArray(pool) ? pool : []).entries()) {
+      if (typeof keyId === 'string' && !(keyId in keyIds)) problems.push(`${at}/keys/pool/${i}: unknown key '${keyId}' (not in keys)`);
     }
-    for (const name of Object.keys(acc.env)) {
+    for (const name of Object.keys(isObject(acc.env) ? acc.env : {})) {
       if (name.startsWith('BOTWARDEN_')) problems.push(`${at}/env/${name}: BOTWARDEN_* variables are set by the daemon`);
     }
-    const { name, ...rest } = acc;
-    accounts.set(id, { ...rest, id, name: name ?? id, cwd: path.resolve(opts.baseDir, acc.cwd) });
+    if (problems.length === 0) {
+      const { name, ...rest } = acc;
+      accounts.set(id, { ...rest, id, name: name ?? id, cwd: path.resolve(opts.baseDir, acc.cwd) });
+    }
   }
-  if (file.daemon.listen !== undefined) {
+  if (isObject(file.daemon) && typeof file.daemon.listen === 'string') {
     try {
       parseListen(file.daemon.listen);
     } catch (err) {
@@ -107,4 +112,8 @@ function describeValue(v: unknown): string {
   if (v === undefined) return '';
   const s = JSON.stringify(v);
   return s !== undefined && s.length <= 60 ? ` (got ${s})` : '';
+}
+
+function isObject(v: unknown): v is Record<string, any> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
