@@ -10,7 +10,12 @@ export class BotwardenError extends Error {
   readonly details: Record<string, unknown>;
 
   constructor(code: string, statusCode: number, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    // A refusal (4xx) is an answer, not a bug: skip the stack capture, which costs more than the
+    // rest of a 409 under 200 racing requests. Server errors keep their stacks.
+    const limit = Error.stackTraceLimit;
+    if (statusCode < 500) Error.stackTraceLimit = 0;
     super(message, options);
+    Error.stackTraceLimit = limit;
     this.name = 'BotwardenError';
     this.code = code;
     this.statusCode = statusCode;

@@ -4,11 +4,10 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 
-export function tokenMatches(expected: string, given: string | undefined): boolean {
-  if (given === undefined) return false;
-  const a = createHash('sha256').update(expected).digest();
-  const b = createHash('sha256').update(given).digest();
-  return timingSafeEqual(a, b);
+/** Compares digests of equal length in constant time; the expected digest is computed once. */
+export function tokenChecker(expected: string): (given: string | undefined) => boolean {
+  const want = createHash('sha256').update(expected).digest();
+  return (given) => given !== undefined && timingSafeEqual(want, createHash('sha256').update(given).digest());
 }
 
 export function bearer(header: string | undefined): string | undefined {

@@ -12,7 +12,7 @@ import { Errors, isBotwardenError, type BotwardenError } from '../errors.js';
 import type { EventStore } from '../events/store.js';
 import type { HealthService } from '../monitor/health.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
-import { allowedHostSet, bearer, hostName, tokenMatches } from './guards.js';
+import { allowedHostSet, bearer, hostName, tokenChecker } from './guards.js';
 import { botRoutes } from './routes/bots.js';
 import { eventRoutes } from './routes/events.js';
 import { systemRoutes } from './routes/system.js';
@@ -56,6 +56,7 @@ export async function buildServer(deps: ServerDeps) {
   });
 
   const hosts = allowedHostSet(deps.listenHost, deps.allowedHosts);
+  const tokenMatches = tokenChecker(deps.token);
   app.addHook('onRequest', async (req) => {
     const host = req.headers.host;
     if (host === undefined || !hosts.has(hostName(host))) throw Errors.misdirected(host ?? '');
@@ -64,7 +65,7 @@ export async function buildServer(deps: ServerDeps) {
     if (given === undefined && req.routeOptions.url === '/events') {
       given = (req.query as { token?: string } | undefined)?.token;
     }
-    if (!tokenMatches(deps.token, given)) throw Errors.unauthorized();
+    if (!tokenMatches(given)) throw Errors.unauthorized();
   });
 
   // A refused websocket upgrade (401, 421, 400) is answered on a socket that sits outside the

@@ -1,14 +1,15 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { HealthService } from '../../monitor/health.js';
-import { bearer, tokenMatches } from '../guards.js';
+import { bearer, tokenChecker } from '../guards.js';
 import { errorResponses, Health } from '../schemas.js';
 import type { ServerDeps } from '../server.js';
 
 export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
+  const tokenMatches = tokenChecker(deps.token);
   return async (app) => {
     app.get('/health', { schema: { tags: ['system'], security: [], response: { 200: Health, 503: Health } } }, async (req, reply) => {
       const snap = await deps.health.snapshot();
-      const authed = tokenMatches(deps.token, bearer(req.headers.authorization));
+      const authed = tokenMatches(bearer(req.headers.authorization));
       return reply.status(snap.status === 'failing' ? 503 : 200).send(authed ? snap : HealthService.redact(snap));
     });
 

@@ -1,0 +1,13 @@
+// npm run bench: every benchmark in one run, figures as ratios against a raw child_process.spawn.
+import { benchCore } from './core.mjs';
+
+const suites = [['core: start, stop, racing starts', benchCore]];
+const only = process.argv[2];
+console.log(`botwarden bench — node ${process.version}, ${new Date().toISOString()}`);
+for (const [name, fn] of suites) {
+  if (only && !name.startsWith(only)) continue;
+  const t0 = Date.now();
+  const { rows } = await fn();
+  console.log(`\n## ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  for (const r of rows) console.log(`- ${r.join(' — ')}`);
+}
