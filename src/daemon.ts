@@ -131,6 +131,9 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       void health.snapshot().then((snap) => events.emit('health', { ...snap }));
     });
     every(60_000, () => events.prune(supervisor.currentConfig().daemon.events));
+    every(config.daemon.scanIntervalMs, () => {
+      supervisor.sweepStaleLocks().catch((err: unknown) => logger.error({ err }, 'stale lock sweep failed'));
+    });
 
     let shuttingDown: Promise<void> | null = null;
     const shutdown = (mode?: ShutdownMode): Promise<void> => {

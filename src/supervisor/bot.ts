@@ -107,14 +107,18 @@ export class BotController {
     return this.lock?.token ?? null;
   }
 
-  /** True when the persisted state says the bot was up (used at boot). */
+  /**
+   * True when the persisted state says the bot was meant to be up when the last
+   * daemon went away (starting, running, backoff). A bot that was `stopping` was
+   * meant to go: finding it dead is no reason to restart it.
+   */
   wasActive = false;
 
   /** Boot: takes the counters and last exit persisted by the previous daemon. */
   restore(row: BotRow): void {
     this.restarts = row.restarts;
     this.lastExit = row.lastExit;
-    this.wasActive = ACTIVE_STATES.has(row.state);
+    this.wasActive = row.state === 'starting' || row.state === 'running' || row.state === 'backoff';
     // The row's state is only a record; the live state is rebuilt from /proc.
     if (row.state === 'fatal') this.state = 'fatal';
   }

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { LockBackend } from '../db/locks.js';
 import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
-import { isAlive } from '../proc/procfs.js';
+import { environValue, HAS_PROC, isAlive, listPids, readStat, type ProcStat } from '../proc/procfs.js';
 import type { ExitStatus } from './spawn.js';
 import type { Supervisor } from './supervisor.js';
 
@@ -31,7 +31,20 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
   const locks = new Map((await d.locks.list()).map((l) => [l.account, l]));
   const now = new Date().toISOString();
 
-  for (const inst of d.registry.liveInstances()) {
+  const live = d.registry.liveInstances();
+  // A daemon killed between spawn() and recording the pid leaves a `spawning` row
+  // without a pid; the process carries its instance id in its environment, so find it.
+  const unrecorded = live.filter((i) => i.pid === null);
+  const found = unrecorded.length > 0 ? findByInstance(new Set(unrecorded.map((i) => i.id))) : new Map<string, ProcStat>();
+  for (const row of unrecorded) {
+    const st = found.get(row.id);
+    if (st) {
+      d.registry.markSpawned(row.id, st.pid, st.startTicks, st.pgid);
+      Object.assign(row, { pid: st.pid, startTicks: st.startTicks, pgid: st.pgid });
+    }
+  }
+
+  for (const inst of live) {
     const bot = bots.get(inst.account);
     const alive = inst.pid !== null && isAlive(inst.pid, inst.startTicks);
     if (!alive || inst.pid === null) {
@@ -84,6 +97,19 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
   }
   if (adopted.length + dead.length > 0) d.logger.info({ adopted, dead }, 'registry reconciled with /proc');
   return { adopted, dead };
+}
+
+/** Live group leaders whose BOTWARDEN_INSTANCE is one of these ids. */
+function findByInstance(ids: Set<string>): Map<string, ProcStat> {
+  const out = new Map<string, ProcStat>();
+  if (!HAS_PROC) return out;
+  for (const pid of listPids()) {
+    const st = readStat(pid);
+    if (!st || st.state === 'Z' || st.pgid !== pid) continue;
+    const id = environValue(pid, 'BOTWARDEN_INSTANCE');
+    if (typeof id === 'string' && ids.has(id)) out.set(id, st);
+  }
+  return out;
 }
 
 /** An adopted bot is not our child: its exit is noticed by polling its identity. */

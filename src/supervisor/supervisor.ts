@@ -8,6 +8,7 @@ import { ACCOUNT_ID_RE, type Config } from '../config/schema.js';
 import type { LockBackend } from '../db/locks.js';
 import type { Registry } from '../db/registry.js';
 import { Errors } from '../errors.js';
+import { isAlive } from '../proc/procfs.js';
 import type { EventStore } from '../events/store.js';
 import { BotController, type BotView, type StopReason } from './bot.js';
 
@@ -68,6 +69,26 @@ export class Supervisor {
   restart(account: string, opts: { graceMs?: number } = {}): Promise<BotView> {
     if (this.shuttingDown) return Promise.reject(Errors.shuttingDown());
     return this.get(account).restart(opts);
+  }
+
+  /**
+   * Removes lock rows whose process is dead, a zombie or a reused pid, and rows
+   * that never got a process from a daemon that is not us. Locks our bots hold
+   * are left to their own exit watch (a child's exit event, or the identity
+   * poll of an adopted bot), which also applies the restart policy.
+   */
+  async sweepStaleLocks(): Promise<number> {
+    let removed = 0;
+    for (const lock of await this.deps.locks.list()) {
+      const bot = this.bots.get(lock.account);
+      if (bot && bot.lockToken === lock.token) continue;
+      const stale = lock.pid === null ? lock.holder !== this.deps.holder : !isAlive(lock.pid, lock.startTicks);
+      if (!stale || !(await this.deps.locks.release(lock.account, lock.token))) continue;
+      removed++;
+      this.deps.events.emit('lock.stale_removed', { account: lock.account, holder: lock.holder, pid: lock.pid, token: lock.token });
+      this.deps.logger.warn({ account: lock.account, pid: lock.pid, holder: lock.holder }, 'stale lock removed');
+    }
+    return removed;
   }
 
   onLine(handler: LineHandler): void {
