@@ -44,7 +44,7 @@ export class HealthService {
   private readonly probe;
 
   constructor(private readonly deps: HealthDeps) {
-    this.loop = monitorEventLoopDelay({ resolution: 20 });
+    this.loop = monitorEventLoopDelay({ resolution: 100 });
     this.loop.enable();
     this.probe = deps.db.prepare<[string]>(`INSERT INTO meta (key, value) VALUES ('health_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`);
   }

@@ -42,7 +42,7 @@ export class LogTailer {
     } catch {
       this.watcher = null; // the poll still works
     }
-    this.poll = setInterval(() => this.schedule(), this.opts.pollMs ?? 1000);
+    this.poll = setInterval(() => this.schedule(), this.opts.pollMs ?? 2000);
     this.poll.unref();
   }
 

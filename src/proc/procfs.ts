@@ -154,3 +154,52 @@ export function instanceProcesses(inst: { id: string; pgid: number; startTicks: 
   }
   return out;
 }
+
+/**
+ * A held-open /proc/<pid>/stat: bound to that very process, so a reused pid can
+ * never answer for it, and each check is one pread instead of open/read/close.
+ * After the process is reaped the read fails (ESRCH); a zombie still reads, as 'Z'.
+ */
+export interface StatHandle {
+  alive(): boolean;
+  close(): void;
+}
+
+export function openStatHandle(pid: number, startTicks: number | null): StatHandle | null {
+  if (!HAS_PROC) return null;
+  let fd: number;
+  try {
+    fd = openSync(`/proc/${pid}/stat`, 'r');
+  } catch {
+    return null;
+  }
+  const buf = Buffer.allocUnsafe(1024);
+  const stateOf = (): string | null => {
+    try {
+      const n = readSync(fd, buf, 0, buf.length, 0);
+      const close = buf.lastIndexOf(0x29, n); // ')'
+      return close > 0 && close + 2 < n ? String.fromCharCode(buf[close + 2]!) : null;
+    } catch {
+      return null;
+    }
+  };
+  const st = readStat(pid);
+  let open = true;
+  const handle: StatHandle = {
+    alive: () => {
+      if (!open) return false;
+      const s = stateOf();
+      return s !== null && s !== 'Z' && s !== 'X';
+    },
+    close: () => {
+      if (open) closeSync(fd);
+      open = false;
+    },
+  };
+  // The identity check happens once, at open: from then on the fd is that process.
+  if (!st || (startTicks !== null && st.startTicks !== startTicks) || !handle.alive()) {
+    handle.close();
+    return null;
+  }
+  return handle;
+}

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { LockBackend } from '../db/locks.js';
 import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
-import { environValue, HAS_PROC, isAlive, listPids, readStat, type ProcStat } from '../proc/procfs.js';
+import { environValue, HAS_PROC, isAlive, listPids, openStatHandle, readStat, type ProcStat, type StatHandle } from '../proc/procfs.js';
 import type { ExitStatus } from './spawn.js';
 import type { Supervisor } from './supervisor.js';
 
@@ -112,16 +112,32 @@ function findByInstance(ids: Set<string>): Map<string, ProcStat> {
   return out;
 }
 
-/** An adopted bot is not our child: its exit is noticed by polling its identity. */
+/**
+ * An adopted bot is not our child: its exit is noticed by polling its identity.
+ * One timer serves every adopted bot (50 bots: 200 small /proc reads a second).
+ */
+const watched = new Map<number, { handle: StatHandle | null; startTicks: number | null; resolve: (s: ExitStatus) => void }>();
+let pollTimer: NodeJS.Timeout | null = null;
+
 export function pollExit(pid: number, startTicks: number | null): Promise<ExitStatus> {
   return new Promise((resolve) => {
-    const t = setInterval(() => {
-      if (!isAlive(pid, startTicks)) {
-        clearInterval(t);
-        // Not our child: its exit code went to its new parent, so it is unknown here.
-        resolve({ code: null, signal: null });
-      }
-    }, EXIT_POLL_MS);
-    t.unref();
+    // A held-open /proc/<pid>/stat where possible: one pread per check, immune to pid reuse.
+    const handle = openStatHandle(pid, startTicks);
+    watched.set(pid, { handle, startTicks, resolve });
+    pollTimer ??= setInterval(pollAll, EXIT_POLL_MS).unref();
   });
+}
+
+function pollAll(): void {
+  for (const [pid, w] of watched) {
+    if (w.handle ? w.handle.alive() : HAS_PROC ? false : isAlive(pid, w.startTicks)) continue;
+    w.handle?.close();
+    watched.delete(pid);
+    // Not our child: its exit code went to its new parent, so it is unknown here.
+    w.resolve({ code: null, signal: null });
+  }
+  if (watched.size === 0 && pollTimer) {
+    clearInterval(pollTimer);
+    pollTimer = null;
+  }
 }
