@@ -8,6 +8,8 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Tests spawn real processes and time real signals: keep files from starving each other on 2 cores.
     maxWorkers: 2,
-    fileParallelism: true,
+    // One file at a time: every test daemon hunts duplicates machine-wide (as a real one must),
+    // so two files running bots of the same account id would rightly kill each other's.
+    fileParallelism: false,
   },
 });

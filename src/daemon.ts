@@ -20,7 +20,9 @@ import { Errors } from './errors.js';
 import { EventStore } from './events/store.js';
 import { buildServer } from './http/server.js';
 import { createLogger } from './logger.js';
-import { HealthService } from './monitor/health.js';
+import { DuplicateHunter } from './monitor/duplicates.js';
+import { duplicatesCheck, HealthService } from './monitor/health.js';
+import { SuspectScanner } from './monitor/suspects.js';
 import { reconcile } from './supervisor/reconcile.js';
 import { Supervisor } from './supervisor/supervisor.js';
 import { ensureToken } from './token.js';
@@ -79,7 +81,12 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const locks = new SqliteLockBackend(db, () => clock.now());
     const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv });
     const startedAt = Date.now();
-    const health = new HealthService({ db, locks, daemonLock, supervisor, version: VERSION, startedAt });
+    const health = new HealthService({ db, locks, daemonLock, supervisor, version: VERSION, startedAt, extraChecks: () => [duplicatesCheck(hunter)] });
+
+    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }));
+    supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));
+    const suspects = new SuspectScanner(events, () => []);
+    supervisor.onLine((account, line) => suspects.onLine(account, line));
 
     events.prune(config.daemon.events);
     await reconcile({ supervisor, registry, locks, events, logger });
@@ -131,6 +138,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       void health.snapshot().then((snap) => events.emit('health', { ...snap }));
     });
     every(60_000, () => events.prune(supervisor.currentConfig().daemon.events));
+    hunter.start(config.daemon.scanIntervalMs);
     every(config.daemon.scanIntervalMs, () => {
       supervisor.sweepStaleLocks().catch((err: unknown) => logger.error({ err }, 'stale lock sweep failed'));
     });
@@ -142,6 +150,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         events.emit('daemon.stopping', { mode: m });
         logger.info({ mode: m }, 'daemon stopping');
         for (const t of timers) clearInterval(t);
+        hunter.stop();
         await supervisor.shutdown(m);
         await app.close();
         health.close();

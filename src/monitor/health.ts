@@ -5,6 +5,7 @@
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { DB } from '../db/open.js';
+import type { DuplicateHunter } from './duplicates.js';
 import type { LockBackend } from '../db/locks.js';
 import type { DaemonLock } from '../db/daemon-lock.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
@@ -38,6 +39,13 @@ export interface HealthDeps {
 }
 
 const LOOP_DELAY_DEGRADED_MS = 500;
+
+/** Live duplicates: degraded while any lives (a `report` account's copy, or a `kill` one not yet gone). */
+export function duplicatesCheck(hunter: DuplicateHunter): Check {
+  const live = hunter.live();
+  if (live.length === 0) return { name: 'duplicates', status: 'ok', detail: `no duplicate instance (last scan ${hunter.stats.lastScanMs.toFixed(1)} ms, ${hunter.stats.processes} processes)` };
+  return { name: 'duplicates', status: 'degraded', detail: live.map((d) => `${d.account} pid ${d.pid} (${d.policy})`).join(', ') };
+}
 
 export class HealthService {
   private readonly loop: IntervalHistogram;

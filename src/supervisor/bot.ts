@@ -35,6 +35,8 @@ export interface BotDeps {
   baseEnv: () => Record<string, string>;
   /** Every complete output line of the bot (the nonce / duplicate scanners hook in here). */
   onLine: (account: string, line: string) => void;
+  /** Runs before a start takes the lock: ends or refuses live duplicates of the account. */
+  beforeStart: (account: Account) => Promise<void>;
 }
 
 export interface BotView {
@@ -172,6 +174,8 @@ export class BotController {
     this.assertStartable();
     return this.serialize(async () => {
       this.assertStartable();
+      await this.deps.beforeStart(this.account);
+      this.assertStartable();
       await this.acquireLock();
       this.restarts = 0;
       this.quickFailures = 0;
@@ -192,6 +196,7 @@ export class BotController {
     return this.serialize(async () => {
       await this.stopNow('request', opts.graceMs);
       this.assertStartable();
+      await this.deps.beforeStart(this.account);
       await this.acquireLock();
       this.restarts = 0;
       this.quickFailures = 0;

@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
-import { ACCOUNT_ID_RE, type Config } from '../config/schema.js';
+import { ACCOUNT_ID_RE, type Account, type Config } from '../config/schema.js';
 import type { LockBackend } from '../db/locks.js';
 import type { Registry } from '../db/registry.js';
 import { Errors } from '../errors.js';
@@ -30,6 +30,7 @@ type LineHandler = (account: string, line: string) => void;
 export class Supervisor {
   private readonly bots = new Map<string, BotController>();
   private readonly lineHandlers: LineHandler[] = [];
+  private startGuard: (account: Account) => Promise<void> = async () => {};
   private config: Config;
   private shuttingDown = false;
 
@@ -89,6 +90,11 @@ export class Supervisor {
       this.deps.logger.warn({ account: lock.account, pid: lock.pid, holder: lock.holder }, 'stale lock removed');
     }
     return removed;
+  }
+
+  /** The duplicate hunter's hook: runs before every start takes the account lock. */
+  setStartGuard(guard: (account: Account) => Promise<void>): void {
+    this.startGuard = guard;
   }
 
   onLine(handler: LineHandler): void {
@@ -159,6 +165,7 @@ export class Supervisor {
       logsDir: d.logsDir,
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
       baseEnv: () => this.baseEnv(),
+      beforeStart: (account) => this.startGuard(account),
       onLine: (account, line) => {
         for (const h of this.lineHandlers) h(account, line);
       },

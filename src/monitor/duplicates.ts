@@ -1,0 +1,190 @@
+/**
+ * The duplicate hunter (SPEC section 4). A process is an instance of account A
+ * when its environment says BOTWARDEN_ACCOUNT=A, or (without that marker) its
+ * command line matches A's `match`. The registered instance, its descendants,
+ * its process group and whatever carries its BOTWARDEN_INSTANCE are A's own;
+ * any other instance is a duplicate: reported once (per pid + start time) and,
+ * with `duplicates: kill`, stopped with the account's signal, grace, SIGKILL.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { Account } from '../config/schema.js';
+import { Errors } from '../errors.js';
+import type { EventStore } from '../events/store.js';
+import { readStat } from '../proc/procfs.js';
+import type { Supervisor } from '../supervisor/supervisor.js';
+import { ProcessScanner, type ProcInfo } from './processes.js';
+
+export interface Duplicate {
+  account: string;
+  pid: number;
+  startTicks: number;
+  cmdline: string;
+  /** What gave it away: its environment marker, or the account's `match`. */
+  by: 'env' | 'match';
+  policy: 'kill' | 'report';
+  detectedAt: number;
+}
+
+const key = (p: { pid: number; startTicks: number }) => `${p.pid}:${p.startTicks}`;
+
+export class DuplicateHunter {
+  private readonly scanner: ProcessScanner;
+  private readonly reported = new Map<string, Duplicate>();
+  private readonly killing = new Map<string, Promise<void>>();
+  private readonly ancestors = new Set<number>();
+  private patterns = new Map<string, RegExp>();
+  private patternsFor: Map<string, Account> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private scanning: Promise<Duplicate[]> | null = null;
+  /** Scan figures for /health and the bench. */
+  readonly stats = { scans: 0, lastScanMs: 0, processes: 0 };
+
+  constructor(
+    private readonly supervisor: Supervisor,
+    private readonly events: EventStore,
+    private readonly logger: Logger,
+  ) {
+    this.scanner = new ProcessScanner((p) => this.accountsOf(p).length > 0);
+    // The daemon and whatever started it are never anybody's duplicate, even if a `match` is too broad.
+    for (let pid: number | undefined = process.pid; pid !== undefined && pid > 1 && !this.ancestors.has(pid); ) {
+      this.ancestors.add(pid);
+      pid = readStat(pid)?.ppid;
+    }
+  }
+
+  start(intervalMs: number): void {
+    this.stop();
+    this.timer = setInterval(() => {
+      void this.scanNow().catch((err: unknown) => this.logger.error({ err }, 'duplicate scan failed'));
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Duplicates alive at the last scan (for /health). */
+  live(): Duplicate[] {
+    return [...this.reported.values()];
+  }
+
+  /** One scan (concurrent callers share it): reports new duplicates and starts killing per policy. */
+  scanNow(): Promise<Duplicate[]> {
+    this.scanning ??= this.scanOnce().finally(() => {
+      this.scanning = null;
+    });
+    return this.scanning;
+  }
+
+  /**
+   * Before a start: the account must have no live copy. With `kill` the copies are
+   * ended first; with `report` the start is refused with DUPLICATE_RUNNING.
+   */
+  async clearBeforeStart(account: Account): Promise<void> {
+    const dups = (await this.scanNow()).filter((d) => d.account === account.id);
+    if (dups.length === 0) return;
+    if (account.duplicates === 'report') throw Errors.duplicateRunning(account.id, dups.map((d) => d.pid));
+    await Promise.all(dups.map((d) => this.kill(d, account)));
+  }
+
+  private async scanOnce(): Promise<Duplicate[]> {
+    const t0 = performance.now();
+    const procs = await this.scanner.scan();
+    const byPid = new Map(procs.map((p) => [p.pid, p]));
+    const alive = new Set<string>();
+    const found: Duplicate[] = [];
+    for (const p of procs) {
+      if (this.ancestors.has(p.pid)) continue;
+      for (const { account, by } of this.accountsOf(p)) {
+        if (this.isOwn(p, byPid)) continue;
+        const k = key(p);
+        alive.add(k);
+        let dup = this.reported.get(k);
+        if (!dup) {
+          dup = { account: account.id, pid: p.pid, startTicks: p.startTicks, cmdline: p.cmdline, by, policy: account.duplicates, detectedAt: Date.now() };
+          this.reported.set(k, dup);
+          // Reported once per process (pid + start time), not every scan.
+          this.events.emit('duplicate.detected', { account: account.id, pid: p.pid, cmdline: p.cmdline.slice(0, 500), by, policy: account.duplicates });
+          this.logger.warn({ account: account.id, pid: p.pid, by, policy: account.duplicates }, 'duplicate instance detected');
+        }
+        found.push(dup);
+        if (account.duplicates === 'kill') void this.kill(dup, account);
+      }
+    }
+    for (const k of this.reported.keys()) if (!alive.has(k) && !this.killing.has(k)) this.reported.delete(k);
+    this.stats.scans++;
+    this.stats.lastScanMs = performance.now() - t0;
+    this.stats.processes = procs.length;
+    return found;
+  }
+
+  /** Instances of which accounts this process is. The environment marker wins over `match`. */
+  private accountsOf(p: ProcInfo): { account: Account; by: 'env' | 'match' }[] {
+    const accounts = this.supervisor.currentConfig().accounts;
+    if (p.account !== null) {
+      const a = accounts.get(p.account);
+      return a ? [{ account: a, by: 'env' }] : [];
+    }
+    if (this.patternsFor !== accounts) {
+      this.patterns = new Map([...accounts.values()].filter((a) => a.match !== undefined).map((a) => [a.id, new RegExp(a.match!)]));
+      this.patternsFor = accounts;
+    }
+    const out: { account: Account; by: 'match' }[] = [];
+    for (const [id, re] of this.patterns) if (re.test(p.cmdline)) out.push({ account: accounts.get(id)!, by: 'match' });
+    return out;
+  }
+
+  /** The registered instance of this account, its group, its descendants and its marked processes are its own. */
+  private isOwn(p: ProcInfo, byPid: Map<number, ProcInfo>): boolean {
+    // Some account's own bot (or a piece of it) is never a duplicate of another account via `match`.
+    for (const bot of this.supervisor.all()) {
+      const inst = bot.live;
+      if (!inst) continue;
+      if (p.instance === inst.instanceId || p.pgid === inst.pgid || p.pid === inst.pid) return true;
+      for (let q = byPid.get(p.ppid), hops = 0; q && hops < 64; q = byPid.get(q.ppid), hops++) {
+        if (q.pid === inst.pid && q.startTicks === inst.startTicks) return true;
+      }
+    }
+    return false;
+  }
+
+  private kill(dup: Duplicate, account: Account): Promise<void> {
+    const k = key(dup);
+    let running = this.killing.get(k);
+    if (!running) {
+      running = this.terminate(dup, account).finally(() => {
+        this.killing.delete(k);
+        this.reported.delete(k);
+      });
+      this.killing.set(k, running);
+    }
+    return running;
+  }
+
+  /** Signal, grace, SIGKILL: only that process, its identity re-checked before every signal. */
+  private async terminate(dup: Duplicate, account: Account): Promise<void> {
+    const same = () => {
+      const st = readStat(dup.pid);
+      return st !== null && st.startTicks === dup.startTicks && st.state !== 'Z' && st.state !== 'X';
+    };
+    const send = (sig: NodeJS.Signals) => {
+      if (!same()) return false;
+      try {
+        process.kill(dup.pid, sig);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const deadline = Date.now() + account.stop.graceMs;
+    send(account.stop.signal as NodeJS.Signals);
+    while (same() && Date.now() < deadline) await sleep(Math.min(20, Math.max(1, deadline - Date.now())));
+    const forced = same() && send('SIGKILL');
+    for (let i = 0; i < 250 && same(); i++) await sleep(20);
+    this.events.emit('duplicate.killed', { account: dup.account, pid: dup.pid, forced });
+    this.logger.warn({ account: dup.account, pid: dup.pid, forced }, 'duplicate instance killed');
+  }
+}

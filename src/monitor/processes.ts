@@ -1,0 +1,116 @@
+/**
+ * The process table, scanned cheaply and often. On Linux /proc is read
+ * directly: a process's argv and environment are read once (when it is first
+ * seen, and again while it is young, since a wrapper may still exec into the
+ * bot), and only processes that look like bots are re-read every scan. Every
+ * `fullEvery` scans everything is re-read, to catch a late exec. Elsewhere
+ * ps-list is the portable path (argv only; no environments).
+ */
+import { readFileSync } from 'node:fs';
+import { environValue, HAS_PROC, listPids, readStat, type ProcStat } from '../proc/procfs.js';
+
+export interface ProcInfo extends ProcStat {
+  /** argv joined with single spaces. */
+  cmdline: string;
+  /** BOTWARDEN_ACCOUNT / BOTWARDEN_INSTANCE from the environment, when readable. */
+  account: string | null;
+  instance: string | null;
+}
+
+export type Classifier = (p: ProcInfo) => boolean;
+
+const YOUNG_S = 5;
+
+export class ProcessScanner {
+  private readonly known = new Map<number, ProcInfo>();
+  private scans = 0;
+  private hz = 100;
+
+  constructor(
+    /** True for processes worth re-reading every scan (they look like bots). */
+    private readonly interesting: Classifier,
+    private readonly fullEvery = 30,
+  ) {}
+
+  /** The current table. Cheap: new and young processes are read; old uninteresting ones are not. */
+  async scan(): Promise<ProcInfo[]> {
+    if (!HAS_PROC) return portableScan();
+    const full = this.scans++ % this.fullEvery === 0;
+    const nowTicks = uptimeTicks(this.hz);
+    const seen = new Set<number>();
+    const out: ProcInfo[] = [];
+    for (const pid of listPids()) {
+      if (pid === process.pid) continue;
+      seen.add(pid);
+      let info = this.known.get(pid);
+      const young = info !== undefined && nowTicks - info.startTicks < YOUNG_S * this.hz;
+      if (!info || full || young || this.interesting(info)) {
+        const st = readStat(pid);
+        if (!st || st.state === 'Z' || st.state === 'X') {
+          this.known.delete(pid);
+          continue;
+        }
+        if (!info || info.startTicks !== st.startTicks || full || young) {
+          // New process (or a reused pid, or re-reading a young one that may have exec'd).
+          const cmdline = readCmdline(pid);
+          if (cmdline === null) continue;
+          // The environment is read once per process, and again only after an exec (argv changed).
+          const same = info !== undefined && info.startTicks === st.startTicks && info.cmdline === cmdline;
+          const env = same ? info! : readMarkers(pid);
+          info = { ...st, cmdline, account: env.account, instance: env.instance };
+        } else {
+          info = { ...info, ...st };
+        }
+        this.known.set(pid, info);
+      }
+      out.push(info);
+    }
+    for (const pid of this.known.keys()) if (!seen.has(pid)) this.known.delete(pid);
+    return out;
+  }
+}
+
+function readCmdline(pid: number): string | null {
+  try {
+    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    // NUL-separated argv; kernel threads have none.
+    const argv = raw.split('\0');
+    if (argv[argv.length - 1] === '') argv.pop();
+    return argv.join(' ');
+  } catch {
+    return null;
+  }
+}
+
+function readMarkers(pid: number): { account: string | null; instance: string | null } {
+  const account = environValue(pid, 'BOTWARDEN_ACCOUNT');
+  const instance = account === undefined ? undefined : environValue(pid, 'BOTWARDEN_INSTANCE');
+  return { account: account ?? null, instance: instance ?? null };
+}
+
+function uptimeTicks(hz: number): number {
+  try {
+    return Number(readFileSync('/proc/uptime', 'latin1').split(' ')[0]) * hz;
+  } catch {
+    return 0;
+  }
+}
+
+async function portableScan(): Promise<ProcInfo[]> {
+  const { default: psList } = await import('ps-list');
+  const list = await psList();
+  return list
+    .filter((p) => p.pid !== process.pid)
+    .map((p) => ({
+      pid: p.pid,
+      ppid: p.ppid,
+      pgid: -1,
+      sid: -1,
+      comm: p.name,
+      state: 'S',
+      startTicks: 0,
+      cmdline: p.cmd ?? p.name,
+      account: null,
+      instance: null,
+    }));
+}
