@@ -1,10 +1,12 @@
 // npm run bench: every benchmark in one run, figures as ratios against a raw child_process.spawn.
 import { benchAdopt } from './adopt.mjs';
 import { benchCore } from './core.mjs';
+import { benchHunter } from './hunter.mjs';
 
 const suites = [
   ['core: start, stop, racing starts', benchCore],
   ['adoption: restart with 50 live bots, crash cycles', benchAdopt],
+  ['hunter: duplicate detection and scan cost', benchHunter],
 ];
 const only = process.argv[2];
 console.log(`botwarden bench — node ${process.version}, ${new Date().toISOString()}`);

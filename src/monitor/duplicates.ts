@@ -38,7 +38,7 @@ export class DuplicateHunter {
   private timer: NodeJS.Timeout | null = null;
   private scanning: Promise<Duplicate[]> | null = null;
   /** Scan figures for /health and the bench. */
-  readonly stats = { scans: 0, lastScanMs: 0, processes: 0 };
+  readonly stats = { scans: 0, lastScanMs: 0, totalScanMs: 0, processes: 0 };
 
   constructor(
     private readonly supervisor: Supervisor,
@@ -117,6 +117,7 @@ export class DuplicateHunter {
     for (const k of this.reported.keys()) if (!alive.has(k) && !this.killing.has(k)) this.reported.delete(k);
     this.stats.scans++;
     this.stats.lastScanMs = performance.now() - t0;
+    this.stats.totalScanMs += this.stats.lastScanMs;
     this.stats.processes = procs.length;
     return found;
   }

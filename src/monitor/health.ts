@@ -43,7 +43,10 @@ const LOOP_DELAY_DEGRADED_MS = 500;
 /** Live duplicates: degraded while any lives (a `report` account's copy, or a `kill` one not yet gone). */
 export function duplicatesCheck(hunter: DuplicateHunter): Check {
   const live = hunter.live();
-  if (live.length === 0) return { name: 'duplicates', status: 'ok', detail: `no duplicate instance (last scan ${hunter.stats.lastScanMs.toFixed(1)} ms, ${hunter.stats.processes} processes)` };
+  const s = hunter.stats;
+  const mean = s.scans > 0 ? s.totalScanMs / s.scans : 0;
+  const scans = `${s.scans} scans of ${s.processes} processes, mean ${mean.toFixed(2)} ms, last ${s.lastScanMs.toFixed(2)} ms`;
+  if (live.length === 0) return { name: 'duplicates', status: 'ok', detail: `no duplicate instance (${scans})` };
   return { name: 'duplicates', status: 'degraded', detail: live.map((d) => `${d.account} pid ${d.pid} (${d.policy})`).join(', ') };
 }
 

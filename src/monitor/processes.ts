@@ -2,12 +2,12 @@
  * The process table, scanned cheaply and often. On Linux /proc is read
  * directly: a process's argv and environment are read once (when it is first
  * seen, and again while it is young, since a wrapper may still exec into the
- * bot), and only processes that look like bots are re-read every scan. Every
- * `fullEvery` scans everything is re-read, to catch a late exec. Elsewhere
+ * bot), and only processes that look like bots are re-read every scan; each
+ * scan also re-reads a 1/`fullEvery` slice of the rest, to catch a late exec. Elsewhere
  * ps-list is the portable path (argv only; no environments).
  */
 import { readFileSync } from 'node:fs';
-import { environValue, HAS_PROC, listPids, readStat, type ProcStat } from '../proc/procfs.js';
+import { environValue, HAS_PROC, listPids, readProcText, readStat, type ProcStat } from '../proc/procfs.js';
 
 export interface ProcInfo extends ProcStat {
   /** argv joined with single spaces. */
@@ -35,7 +35,9 @@ export class ProcessScanner {
   /** The current table. Cheap: new and young processes are read; old uninteresting ones are not. */
   async scan(): Promise<ProcInfo[]> {
     if (!HAS_PROC) return portableScan();
-    const full = this.scans++ % this.fullEvery === 0;
+    // Round-robin refresh: each scan re-reads 1/fullEvery of the known processes (by pid), so a
+    // late exec is seen within fullEvery scans without one expensive sweep.
+    const slot = this.scans++ % this.fullEvery;
     const nowTicks = uptimeTicks(this.hz);
     const seen = new Set<number>();
     const out: ProcInfo[] = [];
@@ -43,6 +45,7 @@ export class ProcessScanner {
       if (pid === process.pid) continue;
       seen.add(pid);
       let info = this.known.get(pid);
+      const full = pid % this.fullEvery === slot;
       const young = info !== undefined && nowTicks - info.startTicks < YOUNG_S * this.hz;
       if (!info || full || young || this.interesting(info)) {
         const st = readStat(pid);
@@ -50,7 +53,9 @@ export class ProcessScanner {
           this.known.delete(pid);
           continue;
         }
-        if (!info || info.startTicks !== st.startTicks || full || young) {
+        // An exec changes comm: a young process is re-read only then (or in its round-robin slot).
+        const execd = info !== undefined && young && info.comm !== st.comm;
+        if (!info || info.startTicks !== st.startTicks || full || execd) {
           // New process (or a reused pid, or re-reading a young one that may have exec'd).
           const cmdline = readCmdline(pid);
           if (cmdline === null) continue;
@@ -71,15 +76,12 @@ export class ProcessScanner {
 }
 
 function readCmdline(pid: number): string | null {
-  try {
-    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    // NUL-separated argv; kernel threads have none.
-    const argv = raw.split('\0');
-    if (argv[argv.length - 1] === '') argv.pop();
-    return argv.join(' ');
-  } catch {
-    return null;
-  }
+  const raw = readProcText(`/proc/${pid}/cmdline`);
+  if (raw === null) return null;
+  // NUL-separated argv (kernel threads have none), matched joined with single spaces.
+  const argv = raw.split('\0');
+  if (argv[argv.length - 1] === '') argv.pop();
+  return argv.join(' ');
 }
 
 function readMarkers(pid: number): { account: string | null; instance: string | null } {

@@ -45,6 +45,12 @@ function readProcFile(file: string): number {
   }
 }
 
+/** A small /proc text file (cmdline, ...) read through the shared buffer; null when unreadable. */
+export function readProcText(file: string, encoding: BufferEncoding = 'utf8'): string | null {
+  const n = readProcFile(file);
+  return n < 0 ? null : BUF.toString(encoding, 0, n);
+}
+
 export function readStat(pid: number): ProcStat | null {
   const n = readProcFile(`/proc/${pid}/stat`);
   return n < 0 ? null : parseStat(BUF.toString('latin1', 0, n));
