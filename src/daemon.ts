@@ -21,7 +21,8 @@ import { EventStore } from './events/store.js';
 import { buildServer } from './http/server.js';
 import { createLogger } from './logger.js';
 import { DuplicateHunter } from './monitor/duplicates.js';
-import { duplicatesCheck, HealthService } from './monitor/health.js';
+import { duplicatesCheck, HealthService, keysCheck } from './monitor/health.js';
+import { KeyPool } from './keys/pool.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import { reconcile } from './supervisor/reconcile.js';
 import { Supervisor } from './supervisor/supervisor.js';
@@ -79,13 +80,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const events = new EventStore(db, () => clock.now());
     const registry = new Registry(db);
     const locks = new SqliteLockBackend(db, () => clock.now());
-    const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv });
+    const keys = new KeyPool(config, secretEnv, locks, db, () => clock.now());
+    const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv, keys });
     const startedAt = Date.now();
-    const health = new HealthService({ db, locks, daemonLock, supervisor, version: VERSION, startedAt, extraChecks: () => [duplicatesCheck(hunter)] });
+    const health = new HealthService({ db, locks, daemonLock, supervisor, version: VERSION, startedAt, extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys)] });
 
-    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }));
+    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues());
     supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));
-    const suspects = new SuspectScanner(events, () => []);
+    const suspects = new SuspectScanner(events, () => keys.secretValues());
     supervisor.onLine((account, line) => suspects.onLine(account, line));
 
     events.prune(config.daemon.events);
@@ -112,6 +114,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
 
     const app = await buildServer({
       supervisor,
+      keys,
       events,
       health,
       token,

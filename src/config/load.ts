@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { parseDocument } from 'yaml';
+import { NONCE_PRESETS } from '../monitor/patterns.js';
 import { ACCOUNT_ID_RE, AccountConfig, ConfigFile, type Account, type Config } from './schema.js';
 
 export class ConfigError extends Error {
@@ -66,6 +67,15 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
         new RegExp(acc.match);
       } catch (err) {
         problems.push(`${at}/match: not a valid regular expression (${(err as Error).message})`);
+      }
+    }
+    const patterns: unknown = isObject(acc.nonceErrors) ? acc.nonceErrors.patterns : undefined;
+    for (const [i, spec] of (Array.isArray(patterns) ? patterns : []).entries()) {
+      if (typeof spec !== 'string' || spec in NONCE_PRESETS) continue;
+      try {
+        new RegExp(spec);
+      } catch (err) {
+        problems.push(`${at}/nonceErrors/patterns/${i}: neither a preset (${Object.keys(NONCE_PRESETS).join(', ')}) nor a valid regular expression (${(err as Error).message})`);
       }
     }
     const r = acc.restart;

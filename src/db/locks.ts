@@ -23,11 +23,25 @@ export interface AcquireRequest {
   brokerUsername: string;
   /** Decides whether an existing row is stale (its process dead or its pid reused). */
   isStale: (row: LockRow) => boolean;
+  /**
+   * Keys to lease with the lock, in order of preference (missing ones already left out).
+   * The first one neither leased nor cooling is taken in the same transaction.
+   */
+  keys?: readonly string[] | undefined;
+  /** Now, in ms (cooldowns end on this clock). */
+  nowMs?: number;
 }
 
 export type AcquireResult =
-  | { ok: true; lock: LockRow; staleRemoved: LockRow | null }
-  | { ok: false; heldBy: LockRow };
+  | { ok: true; lock: LockRow; staleRemoved: LockRow | null; keyId: string | null }
+  | { ok: false; heldBy: LockRow }
+  | { ok: false; noFreeKey: true };
+
+export interface KeyLease {
+  keyId: string;
+  account: string;
+  lockToken: number;
+}
 
 export interface LockBackend {
   readonly kind: string;
@@ -40,6 +54,15 @@ export interface LockBackend {
   list(): Promise<LockRow[]>;
   /** Throws when the backend cannot be used (for /health). */
   check(): Promise<void>;
+  /**
+   * Rotation: under the lock we hold, puts `from` in cooldown until `coolUntilMs` and leases the
+   * first free key of `candidates` instead (null: none left, and `from` is released).
+   */
+  rotateKey(account: string, token: number, from: string, coolUntilMs: number, candidates: readonly string[], nowMs: number): Promise<string | null>;
+  /** Valid key leases (their account lock still exists with the same token). */
+  keyLeases(): Promise<KeyLease[]>;
+  /** key id -> cooldown end (ms), for keys still cooling at nowMs. */
+  cooldowns(nowMs: number): Promise<Map<string, number>>;
 }
 
 interface Row {
@@ -64,6 +87,9 @@ const toLock = (r: Row): LockRow => ({
   token: r.token,
 });
 
+/** Internal: aborts (rolls back) an acquisition that removed a stale lock but found no key. */
+class NoFreeKeyAfterStale extends Error {}
+
 export class SqliteLockBackend implements LockBackend {
   readonly kind = 'sqlite';
   private readonly acquireTx: (req: AcquireRequest, now: string) => AcquireResult;
@@ -86,6 +112,20 @@ export class SqliteLockBackend implements LockBackend {
       attach: db.prepare<[string, number, number | null, string, number]>(
         'UPDATE account_locks SET instance_id = ?, pid = ?, start_ticks = ? WHERE account = ? AND token = ?',
       ),
+      // A key is taken when a valid lease holds it (its lock still exists) or it is cooling.
+      keyTaken: db.prepare<[string, string, number]>(`SELECT 1 FROM key_leases kl JOIN account_locks al ON al.account = kl.account AND al.token = kl.lock_token
+        WHERE kl.key_id = ? UNION ALL SELECT 1 FROM key_cooldowns WHERE key_id = ? AND until_ms > ?`),
+      leaseKey: db.prepare<[string, string, number, string]>(
+        'INSERT INTO key_leases (key_id, account, lock_token, leased_at) VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET account = excluded.account, lock_token = excluded.lock_token, leased_at = excluded.leased_at',
+      ),
+      releaseKeys: db.prepare<[string, number]>('DELETE FROM key_leases WHERE account = ? AND lock_token = ?'),
+      releaseKey: db.prepare<[string, string, number]>('DELETE FROM key_leases WHERE key_id = ? AND account = ? AND lock_token = ?'),
+      cool: db.prepare<[string, number, string]>(
+        'INSERT INTO key_cooldowns (key_id, until_ms, reason) VALUES (?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET until_ms = excluded.until_ms, reason = excluded.reason',
+      ),
+      leases: db.prepare(`SELECT kl.key_id, kl.account, kl.lock_token FROM key_leases kl
+        JOIN account_locks al ON al.account = kl.account AND al.token = kl.lock_token ORDER BY kl.key_id`),
+      cooldowns: db.prepare<[number]>('SELECT key_id, until_ms FROM key_cooldowns WHERE until_ms > ?'),
     };
     // IMMEDIATE: the write lock is taken before the read, so two acquirers can never both see "free".
     const tx = db.transaction((req: AcquireRequest, now: string): AcquireResult => {
@@ -95,7 +135,17 @@ export class SqliteLockBackend implements LockBackend {
         const row = toLock(existing);
         if (!req.isStale(row)) return { ok: false, heldBy: row };
         this.stmts.del.run(row.account, row.token);
+        this.stmts.releaseKeys.run(row.account, row.token);
         staleRemoved = row;
+      }
+      let keyId: string | null = null;
+      if (req.keys !== undefined) {
+        keyId = this.firstFreeKey(req.keys, req.nowMs ?? this.now());
+        // Nothing is written when no key is free: the whole start is refused.
+        if (keyId === null) {
+          if (staleRemoved) throw new NoFreeKeyAfterStale();
+          return { ok: false, noFreeKey: true };
+        }
       }
       const { token } = this.stmts.nextToken.get(req.account) as { token: number };
       const lock: LockRow = {
@@ -109,9 +159,50 @@ export class SqliteLockBackend implements LockBackend {
         token,
       };
       this.stmts.insert.run({ account: lock.account, holder: lock.holder, brokerUsername: lock.brokerUsername, createdAt: now, token });
-      return { ok: true, lock, staleRemoved };
+      if (keyId !== null) this.stmts.leaseKey.run(keyId, req.account, token, now);
+      return { ok: true, lock, staleRemoved, keyId };
     });
-    this.acquireTx = (req, now) => tx.immediate(req, now);
+    this.acquireTx = (req, now) => {
+      try {
+        return tx.immediate(req, now);
+      } catch (err) {
+        // Rolled back, stale row included; refuse without touching anything.
+        if (err instanceof NoFreeKeyAfterStale) return { ok: false, noFreeKey: true };
+        throw err;
+      }
+    };
+    const rotate = db.transaction((account: string, token: number, from: string, coolUntilMs: number, candidates: readonly string[], nowMs: number) => {
+      if (!this.stmts.get.get(account)) return null;
+      this.stmts.cool.run(from, coolUntilMs, 'rotation');
+      this.stmts.releaseKey.run(from, account, token);
+      const next = this.firstFreeKey(candidates.filter((k) => k !== from), nowMs);
+      if (next !== null) this.stmts.leaseKey.run(next, account, token, new Date(nowMs).toISOString());
+      return next;
+    });
+    this.rotateTx = (...a) => rotate.immediate(...a);
+  }
+
+  private readonly rotateTx: (account: string, token: number, from: string, coolUntilMs: number, candidates: readonly string[], nowMs: number) => string | null;
+
+  private firstFreeKey(candidates: readonly string[], nowMs: number): string | null {
+    for (const k of candidates) if (this.stmts.keyTaken.get(k, k, nowMs) === undefined) return k;
+    return null;
+  }
+
+  async rotateKey(account: string, token: number, from: string, coolUntilMs: number, candidates: readonly string[], nowMs: number): Promise<string | null> {
+    return this.rotateTx(account, token, from, coolUntilMs, candidates, nowMs);
+  }
+
+  async keyLeases(): Promise<KeyLease[]> {
+    return (this.stmts.leases.all() as { key_id: string; account: string; lock_token: number }[]).map((r) => ({
+      keyId: r.key_id,
+      account: r.account,
+      lockToken: r.lock_token,
+    }));
+  }
+
+  async cooldowns(nowMs: number): Promise<Map<string, number>> {
+    return new Map((this.stmts.cooldowns.all(nowMs) as { key_id: string; until_ms: number }[]).map((r) => [r.key_id, r.until_ms]));
   }
 
   async acquire(req: AcquireRequest): Promise<AcquireResult> {
@@ -123,7 +214,11 @@ export class SqliteLockBackend implements LockBackend {
   }
 
   async release(account: string, token: number): Promise<boolean> {
-    return this.stmts.del.run(account, token).changes > 0;
+    // The account lock and the keys leased under it go together.
+    return this.db.transaction(() => {
+      this.stmts.releaseKeys.run(account, token);
+      return this.stmts.del.run(account, token).changes > 0;
+    })();
   }
 
   async get(account: string): Promise<LockRow | null> {

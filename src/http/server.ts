@@ -15,10 +15,13 @@ import type { Supervisor } from '../supervisor/supervisor.js';
 import { allowedHostSet, bearer, hostName, tokenChecker } from './guards.js';
 import { botRoutes } from './routes/bots.js';
 import { eventRoutes } from './routes/events.js';
+import { keyRoutes } from './routes/keys.js';
 import { systemRoutes } from './routes/system.js';
+import type { KeyPool } from '../keys/pool.js';
 
 export interface ServerDeps {
   supervisor: Supervisor;
+  keys: KeyPool;
   events: EventStore;
   health: HealthService;
   token: string;
@@ -113,6 +116,7 @@ export async function buildServer(deps: ServerDeps) {
   await app.register(botRoutes(deps));
   await app.register(eventRoutes(deps));
   await app.register(systemRoutes(deps));
+  await app.register(keyRoutes(deps));
   return app;
 }
 

@@ -13,6 +13,7 @@ import { Errors } from '../errors.js';
 import type { EventStore } from '../events/store.js';
 import { readStat } from '../proc/procfs.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
+import { sanitizeLine } from './patterns.js';
 import { ProcessScanner, type ProcInfo } from './processes.js';
 
 export interface Duplicate {
@@ -44,6 +45,8 @@ export class DuplicateHunter {
     private readonly supervisor: Supervisor,
     private readonly events: EventStore,
     private readonly logger: Logger,
+    /** Known secret values, masked in reported command lines. */
+    private readonly secrets: () => readonly string[] = () => [],
   ) {
     this.scanner = new ProcessScanner((p) => this.accountsOf(p).length > 0);
     // The daemon and whatever started it are never anybody's duplicate, even if a `match` is too broad.
@@ -107,7 +110,7 @@ export class DuplicateHunter {
           dup = { account: account.id, pid: p.pid, startTicks: p.startTicks, cmdline: p.cmdline, by, policy: account.duplicates, detectedAt: Date.now() };
           this.reported.set(k, dup);
           // Reported once per process (pid + start time), not every scan.
-          this.events.emit('duplicate.detected', { account: account.id, pid: p.pid, cmdline: p.cmdline.slice(0, 500), by, policy: account.duplicates });
+          this.events.emit('duplicate.detected', { account: account.id, pid: p.pid, cmdline: sanitizeLine(p.cmdline, this.secrets()), by, policy: account.duplicates });
           this.logger.warn({ account: account.id, pid: p.pid, by, policy: account.duplicates }, 'duplicate instance detected');
         }
         found.push(dup);

@@ -6,6 +6,7 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { DB } from '../db/open.js';
 import type { DuplicateHunter } from './duplicates.js';
+import type { KeyPool } from '../keys/pool.js';
 import type { LockBackend } from '../db/locks.js';
 import type { DaemonLock } from '../db/daemon-lock.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
@@ -34,11 +35,20 @@ export interface HealthDeps {
   supervisor: Supervisor;
   version: string;
   startedAt: number;
-  /** Extra checks that later monitors contribute (duplicates, keys, ...). */
-  extraChecks?: () => Check[];
+  /** Extra checks that other monitors contribute (duplicates, keys, ...). */
+  extraChecks?: () => Promise<Check[]>;
 }
 
 const LOOP_DELAY_DEGRADED_MS = 500;
+
+/** Keys: degraded while a configured key has no secret in the environment. */
+export async function keysCheck(keys: KeyPool): Promise<Check> {
+  const list = await keys.list();
+  const missing = list.filter((k) => k.state === 'missing').map((k) => k.id);
+  const cooling = list.filter((k) => k.state === 'cooling').map((k) => k.id);
+  if (missing.length > 0) return { name: 'keys', status: 'degraded', detail: `missing: ${missing.join(', ')}${cooling.length ? `; cooling: ${cooling.join(', ')}` : ''}` };
+  return { name: 'keys', status: 'ok', detail: `${list.length} keys${cooling.length ? `; cooling: ${cooling.join(', ')}` : ''}` };
+}
 
 /** Live duplicates: degraded while any lives (a `report` account's copy, or a `kill` one not yet gone). */
 export function duplicatesCheck(hunter: DuplicateHunter): Check {
@@ -99,7 +109,7 @@ export class HealthService {
       status: p99 > LOOP_DELAY_DEGRADED_MS ? 'degraded' : 'ok',
       detail: `p99 delay ${p99.toFixed(1)} ms`,
     });
-    checks.push(...(this.deps.extraChecks?.() ?? []));
+    checks.push(...((await this.deps.extraChecks?.()) ?? []));
     const status: Status = checks.some((c) => c.status === 'failing') ? 'failing' : checks.some((c) => c.status === 'degraded') ? 'degraded' : 'ok';
     return { status, version: this.deps.version, uptimeMs: Date.now() - this.deps.startedAt, bots, checks };
   }

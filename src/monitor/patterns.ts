@@ -44,9 +44,15 @@ export function firstMatch(patterns: readonly CompiledPattern[], line: string): 
   return null;
 }
 
-/** A line fit for an event: at most 500 characters, with every known secret value replaced by ***. */
-export function sanitizeLine(line: string, secrets: readonly string[] = []): string {
-  let out = line;
+/** Every known secret value replaced by ***. */
+export function maskSecrets(text: string, secrets: readonly string[]): string {
+  let out = text;
   for (const s of secrets) if (s.length >= 4) out = out.split(s).join('***');
+  return out;
+}
+
+/** A line fit for an event: secrets masked, then cut to 500 characters. */
+export function sanitizeLine(line: string, secrets: readonly string[] = []): string {
+  const out = maskSecrets(line, secrets);
   return out.length > 500 ? `${out.slice(0, 500)}…` : out;
 }

@@ -14,6 +14,8 @@ import type { LockBackend, LockRow } from '../db/locks.js';
 import type { BotRow, LastExit, Registry } from '../db/registry.js';
 import { Errors, isBotwardenError, type LockFacts } from '../errors.js';
 import type { EventStore } from '../events/store.js';
+import type { KeyPool } from '../keys/pool.js';
+import { compilePatterns, firstMatch, sanitizeLine, type CompiledPattern } from '../monitor/patterns.js';
 import { LogTailer } from '../monitor/tailer.js';
 import { isAlive } from '../proc/procfs.js';
 import { spawnBot, type ExitStatus } from './spawn.js';
@@ -37,6 +39,7 @@ export interface BotDeps {
   onLine: (account: string, line: string) => void;
   /** Runs before a start takes the lock: ends or refuses live duplicates of the account. */
   beforeStart: (account: Account) => Promise<void>;
+  keys: KeyPool;
 }
 
 export interface BotView {
@@ -80,13 +83,16 @@ export class BotController {
   private tailer: LogTailer | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly log: Logger;
-  readonly nonceErrors = { inWindow: 0, total: 0 };
+  /** The API key leased with the lock (kept through backoff, changed by rotation). */
+  private keyId: string | null = null;
+  private nonce: { patterns: CompiledPattern[]; window: number[]; total: number; tripped: boolean } = { patterns: [], window: [], total: 0, tripped: false };
 
   constructor(
     public account: Account,
     private readonly deps: BotDeps,
   ) {
     this.log = deps.logger.child({ account: account.id });
+    this.nonce.patterns = compilePatterns(account.nonceErrors.patterns);
   }
 
   get id(): string {
@@ -162,9 +168,9 @@ export class BotController {
       instanceId: this.current?.instanceId ?? null,
       startedAt: this.current?.startedAt ?? null,
       restarts: this.restarts,
-      keyId: this.current?.keyId ?? null,
+      keyId: this.keyId,
       lastExit: this.lastExit,
-      nonceErrors: { ...this.nonceErrors },
+      nonceErrors: { inWindow: this.nonceWindow(), total: this.nonce.total },
       lock: this.lockFacts(),
     };
   }
@@ -215,6 +221,72 @@ export class BotController {
 
   updateAccount(account: Account): void {
     this.account = account;
+    this.nonce.patterns = compilePatterns(account.nonceErrors.patterns);
+  }
+
+  // ---- nonce errors and key rotation ------------------------------------
+
+  private nonceWindow(): number {
+    const since = this.deps.clock.now() - this.account.nonceErrors.windowMs;
+    this.nonce.window = this.nonce.window.filter((t) => t > since);
+    return this.nonce.window.length;
+  }
+
+  /** Every output line: a nonce / API-key error counts toward the circuit breaker. */
+  private scanLine(line: string): void {
+    if (this.nonce.patterns.length === 0) return;
+    const m = firstMatch(this.nonce.patterns, line);
+    if (!m) return;
+    this.nonce.window.push(this.deps.clock.now());
+    this.nonce.total++;
+    const inWindow = this.nonceWindow();
+    if (this.keyId) this.deps.keys.countNonceError(this.keyId);
+    this.deps.events.emit('nonce.error', {
+      account: this.id,
+      keyId: this.keyId,
+      pattern: m.name,
+      inWindow,
+      line: sanitizeLine(line, this.deps.keys.secretValues()),
+    });
+    const inst = this.current;
+    if (inWindow >= this.account.nonceErrors.rotateAfter && inst && !this.nonce.tripped) {
+      // The breaker trips once per instance: failed calls count toward the exchange's lockout.
+      this.nonce.tripped = true;
+      void this.serialize(() => this.rotate(inst)).catch((err: unknown) => this.log.error({ err }, 'key rotation failed'));
+    }
+  }
+
+  /**
+   * The circuit breaker: stop at once, cool the key down, restart on the next free key.
+   * RUNNING/STARTING -> STOPPING -> STARTING (next key) or FATAL (keys-exhausted).
+   */
+  private async rotate(inst: LiveInstance): Promise<void> {
+    if (this.current !== inst || (this.state !== 'running' && this.state !== 'starting')) return;
+    const from = this.keyId;
+    this.timer?.cancel();
+    this.timer = null;
+    this.changeState('stopping', { reason: 'rotation', pid: inst.pid, keyId: from });
+    const { forced } = await this.terminateTree(inst, this.account.stop.graceMs);
+    const status = await Promise.race([inst.exited, sleep(2000, { code: null, signal: forced ? 'SIGKILL' : null } as ExitStatus, { ref: false })]);
+    this.finishInstance(inst, status, forced);
+    const now = this.deps.clock.now();
+    const lock = this.lock;
+    let to: string | null = null;
+    if (from !== null && lock) {
+      const coolUntil = now + this.account.nonceErrors.cooldownMs;
+      to = await this.deps.locks.rotateKey(this.id, lock.token, from, coolUntil, this.deps.keys.candidates(this.account) ?? [], now);
+      this.deps.events.emit('key.rotated', { account: this.id, from, to, cooldownUntil: new Date(coolUntil).toISOString() });
+    }
+    this.nonce.window = [];
+    if (to === null) {
+      this.keyId = null;
+      await this.releaseLock();
+      this.changeState('fatal', { reason: from === null ? 'nonce-errors' : 'keys-exhausted', keyId: from });
+      return;
+    }
+    this.keyId = to;
+    this.restarts++;
+    await this.launch();
   }
 
   // ---- internals -------------------------------------------------------
@@ -251,11 +323,14 @@ export class BotController {
         // Stale: its process is dead or its pid now belongs to another process;
         // or no process was ever attached by a daemon that is not us.
         isStale: (row) => (row.pid === null ? row.holder !== this.deps.holder : !isAlive(row.pid, row.startTicks)),
+        keys: this.deps.keys.candidates(this.account),
+        nowMs: this.deps.clock.now(),
       });
     } catch (err) {
       if (isBotwardenError(err)) throw err;
       throw Errors.lockBackendUnavailable((err as Error).message, err);
     }
+    if (!res.ok && 'noFreeKey' in res) throw Errors.noFreeKey(this.id, this.account.keys?.pool ?? []);
     if (!res.ok) {
       const h = res.heldBy;
       throw Errors.accountLocked(this.account.name, h.brokerUsername || this.account.brokerUsername, {
@@ -270,13 +345,16 @@ export class BotController {
       this.deps.events.emit('lock.stale_removed', { account: this.id, holder: s.holder, pid: s.pid, token: s.token });
     }
     this.lock = res.lock;
-    this.deps.events.emit('lock.acquired', { account: this.id, holder: res.lock.holder, token: res.lock.token });
+    this.keyId = res.keyId;
+    this.nonce.window = [];
+    this.deps.events.emit('lock.acquired', { account: this.id, holder: res.lock.holder, token: res.lock.token, keyId: res.keyId });
   }
 
   private async releaseLock(): Promise<void> {
     const lock = this.lock;
     if (!lock) return;
     this.lock = null;
+    this.keyId = null;
     try {
       await this.deps.locks.release(this.id, lock.token);
     } catch (err) {
@@ -293,8 +371,10 @@ export class BotController {
     const instanceId = randomUUID();
     const startedAt = new Date(this.deps.clock.now()).toISOString();
     const logPath = this.logPath;
-    this.deps.registry.createInstance({ id: instanceId, account: a.id, daemonId: this.deps.daemonId, keyId: null, logPath, startedAt });
-    const env = { ...this.deps.baseEnv(), ...a.env, BOTWARDEN_ACCOUNT: a.id, BOTWARDEN_INSTANCE: instanceId };
+    this.deps.registry.createInstance({ id: instanceId, account: a.id, daemonId: this.deps.daemonId, keyId: this.keyId, logPath, startedAt });
+    // The leased pair goes only here, into the bot's own environment.
+    const keyEnv = this.keyId !== null ? this.deps.keys.envFor(a, this.keyId) : {};
+    const env = { ...this.deps.baseEnv(), ...a.env, ...keyEnv, BOTWARDEN_ACCOUNT: a.id, BOTWARDEN_INSTANCE: instanceId };
     let spawned;
     try {
       spawned = await spawnBot({ command: a.command, cwd: a.cwd, env, logPath });
@@ -312,11 +392,12 @@ export class BotController {
       pgid: spawned.pgid,
       startTicks: spawned.startTicks,
       startedAt,
-      keyId: null,
+      keyId: this.keyId,
       logPath,
       exited: spawned.exited,
     };
     this.current = inst;
+    this.nonce.tripped = false;
     await this.deps.locks.attach(a.id, lock.token, { instanceId, pid: inst.pid, startTicks: inst.startTicks });
     this.startTailer(inst.logPath, true);
     this.changeState('starting', { pid: inst.pid, instanceId });
@@ -327,6 +408,7 @@ export class BotController {
   adopt(inst: LiveInstance, lock: LockRow): void {
     this.current = inst;
     this.lock = lock;
+    this.keyId = inst.keyId;
     this.startTailer(inst.logPath, true);
     this.changeState('running', { pid: inst.pid, instanceId: inst.instanceId, adopted: true });
     this.deps.events.emit('bot.adopted', { account: this.id, pid: inst.pid, instanceId: inst.instanceId });
@@ -455,7 +537,14 @@ export class BotController {
 
   private startTailer(logPath: string, fromEnd: boolean): void {
     this.tailer?.stop();
-    this.tailer = new LogTailer(logPath, (line) => this.deps.onLine(this.id, line), { ...this.deps.logRotation, fromEnd });
+    this.tailer = new LogTailer(
+      logPath,
+      (line) => {
+        this.scanLine(line);
+        this.deps.onLine(this.id, line);
+      },
+      { ...this.deps.logRotation, fromEnd },
+    );
     this.tailer.start();
   }
 
@@ -466,7 +555,7 @@ export class BotController {
     this.state = to;
     const now = this.deps.clock.now();
     this.deps.registry.saveBot(
-      { account: this.id, state: to, instanceId: this.current?.instanceId ?? null, restarts: this.restarts, keyId: this.current?.keyId ?? null, lastExit: this.lastExit },
+      { account: this.id, state: to, instanceId: this.current?.instanceId ?? null, restarts: this.restarts, keyId: this.keyId, lastExit: this.lastExit },
       new Date(now).toISOString(),
     );
     this.log.info({ from, to, ...fields }, `bot ${from} -> ${to}`);

@@ -33,8 +33,8 @@ const TRANSITIONS: { readonly [S in BotState]: readonly BotState[] } = {
   ],
   stopping: [
     'stopped', //  STOPPING -> STOPPED: the process (and its tree) is gone
-    'backoff', //  STOPPING -> BACKOFF: stopped for a key rotation, restarts on the next key
-    'fatal', //    STOPPING -> FATAL: stopped for rotation, but no key left
+    'starting', // STOPPING -> STARTING: stopped for a key rotation, restarts at once on the next key
+    'fatal', //    STOPPING -> FATAL: stopped for rotation, but no usable key left
   ],
   backoff: [
     'starting', // BACKOFF -> STARTING: the backoff delay ran out

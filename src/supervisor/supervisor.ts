@@ -10,6 +10,7 @@ import type { Registry } from '../db/registry.js';
 import { Errors } from '../errors.js';
 import { isAlive } from '../proc/procfs.js';
 import type { EventStore } from '../events/store.js';
+import type { KeyPool } from '../keys/pool.js';
 import { BotController, type BotView, type StopReason } from './bot.js';
 
 export interface SupervisorDeps {
@@ -23,6 +24,7 @@ export interface SupervisorDeps {
   logsDir: string;
   /** The daemon's own environment; secrets and the API token are removed before a bot sees it. */
   env: NodeJS.ProcessEnv;
+  keys: KeyPool;
 }
 
 type LineHandler = (account: string, line: string) => void;
@@ -112,6 +114,7 @@ export class Supervisor {
    */
   applyConfig(next: Config): void {
     this.config = next;
+    this.deps.keys.setConfig(next);
     for (const account of next.accounts.values()) {
       const bot = this.bots.get(account.id);
       if (bot) bot.updateAccount(account);
@@ -166,6 +169,7 @@ export class Supervisor {
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
       baseEnv: () => this.baseEnv(),
       beforeStart: (account) => this.startGuard(account),
+      keys: d.keys,
       onLine: (account, line) => {
         for (const h of this.lineHandlers) h(account, line);
       },

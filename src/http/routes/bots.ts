@@ -1,4 +1,5 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { maskSecrets } from '../../monitor/patterns.js';
 import { lastLines } from '../../monitor/tailer.js';
 import { AccountParams, Bot, errorResponses, LogsQuery, StopBody } from '../schemas.js';
 
@@ -58,7 +59,8 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
       { schema: { tags: ['bots'], params: AccountParams, querystring: LogsQuery, response: { 200: Type.String(), ...ONE } } },
       async (req, reply) => {
         const bot = supervisor.get(req.params.account);
-        return reply.type('text/plain; charset=utf-8').send(lastLines(bot.logPath, req.query.lines));
+        // The bot's own output; known secret values are masked all the same.
+        return reply.type('text/plain; charset=utf-8').send(maskSecrets(lastLines(bot.logPath, req.query.lines), deps.keys.secretValues()));
       },
     );
   };

@@ -1,0 +1,87 @@
+/**
+ * API keys: names in the config, secrets only in the daemon's environment
+ * (process env over the .env file). Leases and cooldowns live in the lock
+ * backend, in the same transactions as the account locks. Secrets leave this
+ * module only as a bot's environment.
+ */
+import type { Account, Config } from '../config/schema.js';
+import type { DB } from '../db/open.js';
+import type { LockBackend } from '../db/locks.js';
+
+export type KeyState = 'free' | 'leased' | 'cooling' | 'missing';
+
+export interface KeyView {
+  id: string;
+  state: KeyState;
+  account: string | null;
+  cooldownUntil: string | null;
+  nonceErrors: number;
+}
+
+export class KeyPool {
+  private readonly bump;
+  private readonly counts;
+
+  constructor(
+    private config: Config,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly locks: LockBackend,
+    db: DB,
+    private readonly now: () => number,
+  ) {
+    this.bump = db.prepare<[string]>('INSERT INTO key_stats (key_id, nonce_errors) VALUES (?, 1) ON CONFLICT (key_id) DO UPDATE SET nonce_errors = nonce_errors + 1');
+    this.counts = db.prepare('SELECT key_id, nonce_errors FROM key_stats');
+  }
+
+  setConfig(config: Config): void {
+    this.config = config;
+  }
+
+  isMissing(keyId: string): boolean {
+    const ref = this.config.keys[keyId];
+    return !ref || !this.env[ref.keyEnv] || !this.env[ref.secretEnv];
+  }
+
+  /** The account's pool in order, without missing keys (those are never leased). */
+  candidates(account: Account): string[] | undefined {
+    return account.keys?.pool.filter((k) => !this.isMissing(k));
+  }
+
+  /** The pair a bot gets, under its own variable names. Only for the spawn. */
+  envFor(account: Account, keyId: string): Record<string, string> {
+    const ref = this.config.keys[keyId];
+    if (!account.keys || !ref) return {};
+    return { [account.keys.envKey]: this.env[ref.keyEnv] ?? '', [account.keys.envSecret]: this.env[ref.secretEnv] ?? '' };
+  }
+
+  /** Every configured secret value (key and secret), to be masked wherever output is shown. */
+  secretValues(): string[] {
+    const out: string[] = [];
+    for (const ref of Object.values(this.config.keys)) {
+      for (const name of [ref.keyEnv, ref.secretEnv]) {
+        const v = this.env[name];
+        if (v) out.push(v);
+      }
+    }
+    return out;
+  }
+
+  countNonceError(keyId: string): void {
+    this.bump.run(keyId);
+  }
+
+  async list(): Promise<KeyView[]> {
+    const now = this.now();
+    const [leases, cooling] = await Promise.all([this.locks.keyLeases(), this.locks.cooldowns(now)]);
+    const leasedBy = new Map(leases.map((l) => [l.keyId, l.account]));
+    const errors = new Map((this.counts.all() as { key_id: string; nonce_errors: number }[]).map((r) => [r.key_id, r.nonce_errors]));
+    return Object.keys(this.config.keys)
+      .sort()
+      .map((id) => {
+        const until = cooling.get(id);
+        const account = leasedBy.get(id) ?? null;
+        const state: KeyState = this.isMissing(id) ? 'missing' : account !== null ? 'leased' : until !== undefined ? 'cooling' : 'free';
+        return { id, state, account, cooldownUntil: until !== undefined ? new Date(until).toISOString() : null, nonceErrors: errors.get(id) ?? 0 };
+      });
+  }
+}

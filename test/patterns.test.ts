@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { compilePatterns, firstMatch, NONCE_PRESETS, sanitizeLine } from '../src/monitor/patterns.js';
+
+const REAL: Record<string, string[]> = {
+  kraken: [
+    "{'error': ['EAPI:Invalid nonce']}",
+    'kraken {"error":["EGeneral:Temporary lockout"]}',
+    'Error: EAPI:Invalid key',
+    'EAPI:Invalid signature',
+    'ccxt.base.errors.RateLimitExceeded: kraken {"error":["EAPI:Rate limit exceeded"]}',
+    'API:Invalid nonce',
+  ],
+  binance: ['{"code":-1021,"msg":"Timestamp for this request was 1000ms ahead of the server\'s time."}', 'Timestamp for this request is outside of the recvWindow.'],
+  bitfinex: ['["error",10114,"nonce: small"]', 'Nonce is too small.'],
+  kucoin: ['{"code":"400002","msg":"KC-API-TIMESTAMP Invalid -- Time differs from server time by more than 5 seconds"}'],
+  coinbase: ['{"message":"request timestamp expired"}'],
+  bybit: ['{"retCode":10002,"retMsg":"invalid request, please check your server timestamp or recv_window param"}', '{"ret_code":10002,"ret_msg":"invalid request"}'],
+  okx: ['{"code":"50102","msg":"Timestamp request expired","data":[]}'],
+  ccxt: ['ccxt.base.errors.InvalidNonce: binance {"code":-1021}'],
+};
+
+const ORDINARY = [
+  '2026-11-23T10:00:00Z heartbeat 42 XBTUSD 61002.1',
+  'order 10002 filled at 10002.5, qty 0.50102',
+  'placed order id 400002 on kucoin',
+  'balance: -1021.55 USD (margin call?)',
+  'code review done: 50102 lines',
+  'recv_window set to 5000 ms',
+  'nonce generator initialised',
+  'GET /api/time 200 12ms',
+  'retCode=0 retMsg=OK',
+];
+
+describe('nonce presets', () => {
+  it.each(Object.keys(REAL))('%s matches its real error lines', (preset) => {
+    const p = compilePatterns([preset]);
+    for (const line of REAL[preset]!) expect(firstMatch(p, line)?.name, line).toBe(preset);
+  });
+
+  it('no preset matches ordinary log lines', () => {
+    const all = compilePatterns(Object.keys(NONCE_PRESETS));
+    for (const line of ORDINARY) expect(firstMatch(all, line), line).toBeNull();
+  });
+
+  it('custom regex strings work beside presets', () => {
+    const p = compilePatterns(['kraken', 'my-exchange: bad nonce \\d+']);
+    expect(firstMatch(p, 'my-exchange: bad nonce 17')?.name).toBe('my-exchange: bad nonce \\d+');
+  });
+
+  it('event lines are cut to 500 characters with secrets masked', () => {
+    const line = `EAPI:Invalid nonce key=SECRETVALUE ${'x'.repeat(1000)}`;
+    const out = sanitizeLine(line, ['SECRETVALUE']);
+    expect(out).not.toContain('SECRETVALUE');
+    expect(out).toContain('key=***');
+    expect(out.length).toBeLessThanOrEqual(501);
+  });
+});
