@@ -58,9 +58,12 @@ export async function buildServer(deps: ServerDeps) {
     }
   });
 
+  let closing = false;
   const hosts = allowedHostSet(deps.listenHost, deps.allowedHosts);
   const tokenMatches = tokenChecker(deps.token);
   app.addHook('onRequest', async (req) => {
+    // While closing, no new stream may start (a following CLI would reconnect at once).
+    if (closing && req.headers.upgrade !== undefined) throw Errors.shuttingDown();
     const host = req.headers.host;
     if (host === undefined || !hosts.has(hostName(host))) throw Errors.misdirected(host ?? '');
     if (req.routeOptions.url === '/health') return;
@@ -104,10 +107,10 @@ export async function buildServer(deps: ServerDeps) {
     options: { maxPayload: BODY_LIMIT },
     // Say goodbye (1001) to event subscribers, but never let a silent client hold up a shutdown.
     preClose(done) {
-      const clients = [...this.websocketServer.clients];
-      for (const c of clients) c.close(1001, 'daemon stopping');
+      closing = true;
+      for (const c of this.websocketServer.clients) c.close(1001, 'daemon stopping');
       const t = setTimeout(() => {
-        for (const c of clients) c.terminate();
+        for (const c of this.websocketServer.clients) c.terminate();
         this.websocketServer.close(() => done());
       }, 200);
       t.unref();

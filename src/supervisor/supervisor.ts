@@ -99,8 +99,13 @@ export class Supervisor {
     this.startGuard = guard;
   }
 
-  onLine(handler: LineHandler): void {
+  /** Every output line of every bot; returns the unsubscribe function. */
+  onLine(handler: LineHandler): () => void {
     this.lineHandlers.push(handler);
+    return () => {
+      const i = this.lineHandlers.indexOf(handler);
+      if (i >= 0) this.lineHandlers.splice(i, 1);
+    };
   }
 
   currentConfig(): Config {
@@ -171,7 +176,7 @@ export class Supervisor {
       beforeStart: (account) => this.startGuard(account),
       keys: d.keys,
       onLine: (account, line) => {
-        for (const h of this.lineHandlers) h(account, line);
+        for (const h of [...this.lineHandlers]) h(account, line);
       },
     });
   }

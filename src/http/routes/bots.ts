@@ -54,6 +54,30 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
       },
     );
 
+    // Follow a bot's output: the last `lines` lines, then every new one (websocket, one line a message).
+    app.get(
+      '/bots/:account/logs/stream',
+      {
+        websocket: true,
+        schema: { tags: ['bots'], params: AccountParams, querystring: LogsQuery },
+        // 404 before the upgrade, not a socket closed without a word.
+        preHandler: async (req) => void supervisor.get((req.params as { account: string }).account),
+      },
+      (socket, req) => {
+        const { account } = req.params as { account: string };
+        const bot = supervisor.get(account);
+        const secrets = deps.keys.secretValues();
+        const { lines } = req.query as { lines: number };
+        const tail = lastLines(bot.logPath, lines);
+        for (const line of tail.split('\n').slice(0, -1)) socket.send(maskSecrets(line, secrets));
+        const off = supervisor.onLine((acct, line) => {
+          if (acct === account && socket.bufferedAmount < 8 * 1024 * 1024) socket.send(maskSecrets(line, deps.keys.secretValues()));
+        });
+        socket.on('close', off);
+        socket.on('error', off);
+      },
+    );
+
     app.get(
       '/bots/:account/logs',
       { schema: { tags: ['bots'], params: AccountParams, querystring: LogsQuery, response: { 200: Type.String(), ...ONE } } },
