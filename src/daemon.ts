@@ -3,7 +3,7 @@
  * HTTP. The only module that knows all the others.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
@@ -156,6 +156,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         hunter.stop();
         await supervisor.shutdown(m);
         await app.close();
+        rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
         health.close();
         db?.close();
         daemonLock.release();

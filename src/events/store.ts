@@ -18,6 +18,7 @@ export class EventStore {
   private readonly insert;
   private readonly selectSince;
   private readonly selectLast;
+  private readonly selectBefore;
 
   constructor(
     private readonly db: DB,
@@ -26,6 +27,7 @@ export class EventStore {
     this.insert = db.prepare<[string, string | null, string, string]>('INSERT INTO events (type, account, at, data) VALUES (?, ?, ?, ?)');
     this.selectSince = db.prepare<[number, number]>('SELECT id, type, account, at, data FROM events WHERE id > ? ORDER BY id LIMIT ?');
     this.selectLast = db.prepare<[number]>('SELECT id, type, account, at, data FROM events ORDER BY id DESC LIMIT ?');
+    this.selectBefore = db.prepare<[number, number]>('SELECT id, type, account, at, data FROM events WHERE id < ? ORDER BY id DESC LIMIT ?');
   }
 
   /** Stores the event and streams it. Fields must never carry secrets. */
@@ -55,9 +57,8 @@ export class EventStore {
     if (since === undefined) {
       // The newest `limit` matching events, oldest first.
       let before = Number.MAX_SAFE_INTEGER;
-      const page = this.db.prepare<[number, number]>('SELECT id, type, account, at, data FROM events WHERE id < ? ORDER BY id DESC LIMIT ?');
       while (out.length < limit) {
-        const rows = page.all(before, 1000) as Row[];
+        const rows = this.selectBefore.all(before, 1000) as Row[];
         if (rows.length === 0) break;
         for (const r of rows) {
           const e = fromRow(r);
