@@ -83,7 +83,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const keys = new KeyPool(config, secretEnv, locks, db, () => clock.now());
     const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv, keys });
     const startedAt = Date.now();
-    const health = new HealthService({ db, locks, daemonLock, supervisor, version: VERSION, startedAt, extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys)] });
+    const health = new HealthService({ db, locks, daemonLock, supervisor, version: VERSION, startedAt, now: () => clock.now(), extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys)] });
 
     const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues());
     supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));

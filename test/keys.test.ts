@@ -106,6 +106,17 @@ describe('nonce errors and the circuit breaker', () => {
     clock.advance(900_000);
     k1 = (await d.req('GET', '/keys')).body.keys.find((k: { id: string }) => k.id === 'k1');
     expect(k1.state).toBe('free');
+    // The nonce errors were 15 minutes ago: the health check has forgotten them.
+    expect((await d.req('GET', '/health')).body.checks.find((c: { name: string }) => c.name === 'nonce-errors').status).toBe('ok');
+  });
+
+  it('health shows nonce errors of the last 5 minutes', async () => {
+    const d = await daemon({ keys, accounts: { a: { command: fixture('nonce-bot.js'), env: { NONCE_ERRORS: '1' }, keys: pool(['k1']), nonceErrors: nonce } } });
+    await d.req('POST', '/bots/a/start');
+    await waitFor(() => d.events.history(0, 100, { types: ['nonce.error'] }).length === 1);
+    const h = (await d.req('GET', '/health')).body;
+    expect(h.status).toBe('degraded');
+    expect(h.checks.find((c: { name: string }) => c.name === 'nonce-errors')).toMatchObject({ status: 'degraded', detail: 'last 5 minutes: a 1' });
   });
 
   it('no usable key left: bot.fatal keys-exhausted, lock released, health degraded', async () => {

@@ -35,6 +35,8 @@ export interface HealthDeps {
   supervisor: Supervisor;
   version: string;
   startedAt: number;
+  /** The clock events are stamped with (tests drive it). */
+  now?: () => number;
   /** Extra checks that other monitors contribute (duplicates, keys, ...). */
   extraChecks?: () => Promise<Check[]>;
 }
@@ -60,14 +62,18 @@ export function duplicatesCheck(hunter: DuplicateHunter): Check {
   return { name: 'duplicates', status: 'degraded', detail: live.map((d) => `${d.account} pid ${d.pid} (${d.policy})`).join(', ') };
 }
 
+const NONCE_WINDOW_MS = 5 * 60_000;
+
 export class HealthService {
   private readonly loop: IntervalHistogram;
   private readonly probe;
+  private readonly recentNonce;
 
   constructor(private readonly deps: HealthDeps) {
     this.loop = monitorEventLoopDelay({ resolution: 100 });
     this.loop.enable();
     this.probe = deps.db.prepare<[string]>(`INSERT INTO meta (key, value) VALUES ('health_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`);
+    this.recentNonce = deps.db.prepare<[string]>(`SELECT account, count(*) AS n FROM events WHERE type = 'nonce.error' AND at > ? GROUP BY account ORDER BY account`);
   }
 
   async snapshot(): Promise<HealthSnapshot> {
@@ -102,6 +108,17 @@ export class HealthService {
         ? { name: 'bots', status: 'ok', detail: 'no bot in backoff or fatal' }
         : { name: 'bots', status: 'degraded', detail: troubled.join(', ') },
     );
+    try {
+      const since = new Date((this.deps.now?.() ?? Date.now()) - NONCE_WINDOW_MS).toISOString();
+      const rows = this.recentNonce.all(since) as { account: string; n: number }[];
+      checks.push(
+        rows.length === 0
+          ? { name: 'nonce-errors', status: 'ok', detail: 'no nonce / API-key errors in the last 5 minutes' }
+          : { name: 'nonce-errors', status: 'degraded', detail: `last 5 minutes: ${rows.map((r) => `${r.account} ${r.n}`).join(', ')}` },
+      );
+    } catch (err) {
+      checks.push({ name: 'nonce-errors', status: 'degraded', detail: `cannot count: ${(err as Error).message}` });
+    }
     const p99 = this.loop.percentile(99) / 1e6;
     this.loop.reset();
     checks.push({
