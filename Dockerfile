@@ -13,7 +13,8 @@ COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY migrations ./migrations
 # npm ci compiles better-sqlite3 from source against this image's Node and runs `prepare` (tsc).
-RUN npm ci --no-audit --no-fund \
+# (npm install is the fallback for the lock's missing optional rollup entries: see .ci/run.)
+RUN (npm ci --no-audit --no-fund || npm install --no-audit --no-fund) \
  && npm prune --omit=dev
 
 FROM node:22-bookworm-slim

@@ -93,23 +93,19 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     events.prune(config.daemon.events);
     await reconcile({ supervisor, registry, locks, events, logger });
 
-    let reloading: Promise<{ accounts: string[] }> | null = null;
-    const reloadConfig = async () => {
+    // Synchronous from reading to applying, so two reloads can never interleave.
+    const reloadConfig = async (): Promise<{ accounts: string[] }> => {
       if (opts.config && !existsSync(settings.configPath)) throw Errors.badRequest('This daemon was given its config as an object; there is no file to reload.');
-      reloading ??= (async () => {
-        try {
-          const next = loadConfigFile(settings.configPath);
-          supervisor.applyConfig(next);
-          logger.info({ accounts: [...next.accounts.keys()] }, 'config reloaded');
-          return { accounts: [...next.accounts.keys()] };
-        } catch (err) {
-          if (err instanceof ConfigError) throw Errors.invalidConfig(err.problems);
-          throw err;
-        } finally {
-          reloading = null;
-        }
-      })();
-      return reloading;
+      let next;
+      try {
+        next = loadConfigFile(settings.configPath);
+      } catch (err) {
+        if (err instanceof ConfigError) throw Errors.invalidConfig(err.problems);
+        throw err;
+      }
+      supervisor.applyConfig(next);
+      logger.info({ accounts: [...next.accounts.keys()] }, 'config reloaded');
+      return { accounts: [...next.accounts.keys()] };
     };
 
     const app = await buildServer({

@@ -14,5 +14,6 @@ export const REDACT_PATHS = [
 ];
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {
-  return pino({ level, base: { pid: process.pid }, redact: { paths: REDACT_PATHS, censor: '***' } }, destination ?? pino.destination({ fd: 1, sync: false }));
+  // Synchronous writes: a supervisor's last lines before a crash or exit are the ones that matter.
+  return pino({ level, base: { pid: process.pid }, redact: { paths: REDACT_PATHS, censor: '***' } }, destination ?? pino.destination({ fd: 1, sync: true }));
 }
