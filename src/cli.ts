@@ -9,7 +9,6 @@ import * as cmd from './cli/commands.js';
 import { Client, RefusedError, resolveTarget, UnreachableError, UsageError, type GlobalOptions } from './cli/client.js';
 import { ConfigError } from './config/load.js';
 import { DataDirBusyError } from './db/daemon-lock.js';
-import { startDaemon } from './daemon.js';
 import { VERSION } from './version.js';
 
 const EXIT = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
@@ -67,6 +66,8 @@ program
   .action(async (opts: { envFile?: string; leaveRunning?: boolean }) => {
     const g = program.opts<GlobalOptions>();
     try {
+      // Loaded only here: client commands need neither fastify nor SQLite, and start faster without them.
+      const { startDaemon } = await import('./daemon.js');
       await startDaemon({
         flags: { config: g.config, dataDir: g.dataDir, listen: g.listen, envFile: opts.envFile, leaveRunning: opts.leaveRunning },
         handleSignals: true,
