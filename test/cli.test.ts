@@ -151,7 +151,9 @@ describe('botwarden CLI against a real daemon', () => {
     let err = '';
     f.stdout.on('data', (c: Buffer) => (out += c.toString()));
     f.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    await waitFor(() => out.includes('"daemon.started"'), { what: 'follower connected (replayed daemon.started)' });
+    await waitFor(() => out.includes('"daemon.started"'), { what: 'follower connected (replayed daemon.started)' }).catch((e: Error) => {
+      throw new Error(`${e.message}; cli stdout: ${out.slice(0, 500)}; stderr: ${err.slice(0, 500)}`);
+    });
     const t0 = Date.now();
     await c1.req('POST', '/bots/a/start');
     await waitFor(() => out.includes('"bot.starting"'), { timeoutMs: 2000, what: 'live event' });

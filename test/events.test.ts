@@ -107,13 +107,19 @@ describe('event retention', () => {
     const clock = new ManualClock();
     const db = openDatabase(`${tmpDir()}/e.db`);
     const ev = new EventStore(db, () => clock.now());
-    for (let i = 0; i < 10; i++) ev.emit('health', { i });
+    for (let i = 0; i < 10; i++) ev.emit('bot.running', { i });
     clock.advance(8 * 86_400_000);
-    for (let i = 0; i < 150; i++) ev.emit('health', { i });
+    for (let i = 0; i < 150; i++) ev.emit('bot.running', { i });
     expect(ev.prune({ retentionDays: 7, maxRows: 100 })).toBe(60);
     const left = ev.history(0, 1000);
     expect(left).toHaveLength(100);
     expect(left[0]!.id).toBe(61);
+    // Health snapshots live an hour, whatever the retention.
+    ev.emit('health', { old: true });
+    clock.advance(3_600_001);
+    ev.emit('health', { old: false });
+    expect(ev.prune({ retentionDays: 7, maxRows: 1000 })).toBe(1);
+    expect(ev.history(0, 1000, { types: ['health'] }).map((e) => e.old)).toEqual([false]);
     db.close();
   });
 });

@@ -107,11 +107,15 @@ export class Client {
     return { status: res.status, body: parsed as T, text };
   }
 
-  /** A websocket to `p`; resolves when open, rejects as unreachable or refused. */
-  socket(p: string): Promise<WebSocket> {
+  /**
+   * A websocket to `p`; resolves when open, rejects as unreachable or refused. `onMessage` is
+   * attached before the handshake: a replay can arrive in the very packet that completes it.
+   */
+  socket(p: string, onMessage: (m: string) => void): Promise<WebSocket> {
     const url = this.target.url.replace(/^http/, 'ws') + p;
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers: this.target.token ? { authorization: `Bearer ${this.target.token}` } : {} });
+      ws.on('message', (m) => onMessage(m.toString()));
       ws.once('open', () => resolve(ws));
       ws.once('unexpected-response', (req, res) => {
         req.destroy();

@@ -193,12 +193,11 @@ async function followSocket(c: Client, path: () => string, onMessage: (m: string
   let connectedOnce = false;
   while (!stopping) {
     try {
-      const ws = await c.socket(path());
+      const ws = await c.socket(path(), onMessage);
       current = ws;
       connectedOnce = true;
       delay = 100;
       await new Promise<void>((resolve) => {
-        ws.on('message', (m) => onMessage(m.toString()));
         ws.once('close', () => resolve());
         ws.once('error', () => resolve());
       });

@@ -88,10 +88,15 @@ export class EventStore {
     return row?.id ?? 0;
   }
 
-  /** Drops events older than retentionDays and beyond maxRows. Returns rows removed. */
+  /**
+   * Drops events older than retentionDays and beyond maxRows. Periodic `health` snapshots are
+   * kept for an hour only, so they never crowd bot events out of maxRows. Returns rows removed.
+   */
   prune(r: Retention): number {
     const cutoff = new Date(this.now() - r.retentionDays * 86_400_000).toISOString();
-    const a = this.db.prepare('DELETE FROM events WHERE at < ?').run(cutoff).changes;
+    const healthCutoff = new Date(this.now() - 3_600_000).toISOString();
+    const h = this.db.prepare(`DELETE FROM events WHERE type = 'health' AND at < ?`).run(healthCutoff).changes;
+    const a = this.db.prepare('DELETE FROM events WHERE at < ?').run(cutoff).changes + h;
     const b = this.db
       .prepare('DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)')
       .run(r.maxRows).changes;

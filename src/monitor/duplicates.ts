@@ -48,7 +48,9 @@ export class DuplicateHunter {
     /** Known secret values, masked in reported command lines. */
     private readonly secrets: () => readonly string[] = () => [],
   ) {
-    this.scanner = new ProcessScanner((p) => this.accountsOf(p).length > 0);
+    // Re-read every scan: processes that look like bots, except the registered bots themselves
+    // (their exits are watched elsewhere, and a registered bot is its account's own by definition).
+    this.scanner = new ProcessScanner((p) => this.accountsOf(p).length > 0 && !this.isRegistered(p));
     // The daemon and whatever started it are never anybody's duplicate, even if a `match` is too broad.
     for (let pid: number | undefined = process.pid; pid !== undefined && pid > 1 && !this.ancestors.has(pid); ) {
       this.ancestors.add(pid);
@@ -139,6 +141,14 @@ export class DuplicateHunter {
     const out: { account: Account; by: 'match' }[] = [];
     for (const [id, re] of this.patterns) if (re.test(p.cmdline)) out.push({ account: accounts.get(id)!, by: 'match' });
     return out;
+  }
+
+  private isRegistered(p: ProcInfo): boolean {
+    for (const bot of this.supervisor.all()) {
+      const inst = bot.live;
+      if (inst && inst.pid === p.pid && inst.startTicks === p.startTicks) return true;
+    }
+    return false;
   }
 
   /** The registered instance of this account, its group, its descendants and its marked processes are its own. */
