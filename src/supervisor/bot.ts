@@ -15,9 +15,10 @@ import type { BotRow, LastExit, Registry } from '../db/registry.js';
 import { Errors, isBotwardenError, type LockFacts } from '../errors.js';
 import type { EventStore } from '../events/store.js';
 import type { KeyPool } from '../keys/pool.js';
-import { compilePatterns, firstMatch, sanitizeLine, type CompiledPattern } from '../monitor/patterns.js';
+import { sanitizeLine } from '../monitor/patterns.js';
 import { LogTailer } from '../monitor/tailer.js';
 import { isAlive } from '../proc/procfs.js';
+import { NonceBreaker } from './breaker.js';
 import { spawnBot, type ExitStatus } from './spawn.js';
 import { ACTIVE_STATES, assertTransition, STATE_EVENT, type BotState } from './states.js';
 import { terminate } from './terminate.js';
@@ -85,22 +86,18 @@ export class BotController {
   private readonly log: Logger;
   /** The API key leased with the lock (kept through backoff, changed by rotation). */
   private keyId: string | null = null;
-  private nonce: { patterns: CompiledPattern[]; window: number[]; total: number; tripped: boolean } = { patterns: [], window: [], total: 0, tripped: false };
+  private readonly breaker: NonceBreaker;
 
   constructor(
     public account: Account,
     private readonly deps: BotDeps,
   ) {
     this.log = deps.logger.child({ account: account.id });
-    this.nonce.patterns = compilePatterns(account.nonceErrors.patterns);
+    this.breaker = new NonceBreaker(account.nonceErrors, () => deps.clock.now());
   }
 
   get id(): string {
     return this.account.id;
-  }
-
-  get pid(): number | null {
-    return this.current?.pid ?? null;
   }
 
   get live(): LiveInstance | null {
@@ -170,7 +167,7 @@ export class BotController {
       restarts: this.restarts,
       keyId: this.keyId,
       lastExit: this.lastExit,
-      nonceErrors: { inWindow: this.nonceWindow(), total: this.nonce.total },
+      nonceErrors: { inWindow: this.breaker.inWindow(), total: this.breaker.total },
       lock: this.lockFacts(),
     };
   }
@@ -213,47 +210,33 @@ export class BotController {
 
   /** For leave-running shutdown: forget timers and tailing, keep the process and its lock. */
   detach(): void {
-    this.timer?.cancel();
-    this.timer = null;
+    this.cancelTimer();
     this.tailer?.stop();
     this.tailer = null;
   }
 
   updateAccount(account: Account): void {
     this.account = account;
-    this.nonce.patterns = compilePatterns(account.nonceErrors.patterns);
+    this.breaker.configure(account.nonceErrors);
   }
 
   // ---- nonce errors and key rotation ------------------------------------
 
-  private nonceWindow(): number {
-    const since = this.deps.clock.now() - this.account.nonceErrors.windowMs;
-    this.nonce.window = this.nonce.window.filter((t) => t > since);
-    return this.nonce.window.length;
-  }
-
-  /** Every output line: a nonce / API-key error counts toward the circuit breaker. */
+  /** Every output line: a nonce / API-key error is an event and counts toward the circuit breaker. */
   private scanLine(line: string): void {
-    if (this.nonce.patterns.length === 0) return;
-    const m = firstMatch(this.nonce.patterns, line);
-    if (!m) return;
-    this.nonce.window.push(this.deps.clock.now());
-    this.nonce.total++;
-    const inWindow = this.nonceWindow();
+    const hit = this.breaker.hit(line);
+    if (!hit) return;
     if (this.keyId) this.deps.keys.countNonceError(this.keyId);
     this.deps.events.emit('nonce.error', {
       account: this.id,
       keyId: this.keyId,
-      pattern: m.name,
-      inWindow,
+      pattern: hit.pattern,
+      inWindow: hit.inWindow,
       line: sanitizeLine(line, this.deps.keys.secretValues()),
     });
     const inst = this.current;
-    if (inWindow >= this.account.nonceErrors.rotateAfter && inst && !this.nonce.tripped) {
-      // The breaker trips once per instance: failed calls count toward the exchange's lockout.
-      this.nonce.tripped = true;
-      void this.serialize(() => this.rotate(inst)).catch((err: unknown) => this.log.error({ err }, 'key rotation failed'));
-    }
+    // Failed calls count toward the exchange's lockout: stop at once, no retry on this key.
+    if (hit.trip && inst) void this.serialize(() => this.rotate(inst)).catch((err: unknown) => this.log.error({ err }, 'key rotation failed'));
   }
 
   /**
@@ -263,12 +246,9 @@ export class BotController {
   private async rotate(inst: LiveInstance): Promise<void> {
     if (this.current !== inst || (this.state !== 'running' && this.state !== 'starting')) return;
     const from = this.keyId;
-    this.timer?.cancel();
-    this.timer = null;
+    this.cancelTimer();
     this.changeState('stopping', { reason: 'rotation', pid: inst.pid, keyId: from });
-    const { forced } = await this.terminateTree(inst, this.account.stop.graceMs);
-    const status = await Promise.race([inst.exited, sleep(2000, { code: null, signal: forced ? 'SIGKILL' : null } as ExitStatus, { ref: false })]);
-    this.finishInstance(inst, status, forced);
+    await this.endTree(inst, this.account.stop.graceMs);
     const now = this.deps.clock.now();
     const lock = this.lock;
     let to: string | null = null;
@@ -277,7 +257,7 @@ export class BotController {
       to = await this.deps.locks.rotateKey(this.id, lock.token, from, coolUntil, this.deps.keys.candidates(this.account) ?? [], now);
       this.deps.events.emit('key.rotated', { account: this.id, from, to, cooldownUntil: new Date(coolUntil).toISOString() });
     }
-    this.nonce.window = [];
+    this.breaker.reset();
     if (to === null) {
       this.keyId = null;
       await this.releaseLock();
@@ -346,7 +326,7 @@ export class BotController {
     }
     this.lock = res.lock;
     this.keyId = res.keyId;
-    this.nonce.window = [];
+    this.breaker.reset();
     this.deps.events.emit('lock.acquired', { account: this.id, holder: res.lock.holder, token: res.lock.token, keyId: res.keyId });
   }
 
@@ -397,7 +377,7 @@ export class BotController {
       exited: spawned.exited,
     };
     this.current = inst;
-    this.nonce.tripped = false;
+    this.breaker.rearm();
     await this.deps.locks.attach(a.id, lock.token, { instanceId, pid: inst.pid, startTicks: inst.startTicks });
     this.startTailer(inst.logPath, true);
     this.changeState('starting', { pid: inst.pid, instanceId });
@@ -438,12 +418,10 @@ export class BotController {
 
   private async onUnexpectedExit(inst: LiveInstance, status: ExitStatus): Promise<void> {
     if (this.current !== inst) return; // a stop got there first
-    this.timer?.cancel();
-    this.timer = null;
+    this.cancelTimer();
     const wasStarting = this.state === 'starting';
     // The leader is gone; whatever it left behind (workers, setsid grandchildren) goes too.
-    const { forced } = await this.terminateTree(inst, this.account.stop.graceMs);
-    this.finishInstance(inst, status, forced);
+    await this.endTree(inst, this.account.stop.graceMs, status);
     const r = this.account.restart;
     if (wasStarting) {
       this.quickFailures++;
@@ -490,8 +468,7 @@ export class BotController {
         return;
       case 'backoff':
         // BACKOFF -> STOPPED: nothing runs; cancel the pending restart.
-        this.timer?.cancel();
-        this.timer = null;
+        this.cancelTimer();
         await this.releaseLock();
         this.changeState('stopped', { reason });
         return;
@@ -501,15 +478,10 @@ export class BotController {
       case 'running': {
         const inst = this.current;
         if (!inst) throw new Error(`${this.id} is ${this.state} without a process`);
-        this.timer?.cancel();
-        this.timer = null;
+        this.cancelTimer();
         // STARTING/RUNNING -> STOPPING
         this.changeState('stopping', { reason, pid: inst.pid });
-        const { forced } = await this.terminateTree(inst, graceMs ?? this.account.stop.graceMs);
-        // The tree is gone; the exit status follows at once for our child (a poll for adopted bots).
-        const unknown: ExitStatus = { code: null, signal: forced ? 'SIGKILL' : null };
-        const status = await Promise.race([inst.exited, sleep(2000, unknown, { ref: false })]);
-        this.finishInstance(inst, status, forced);
+        await this.endTree(inst, graceMs ?? this.account.stop.graceMs);
         await this.releaseLock();
         // STOPPING -> STOPPED: the process and its tree are gone.
         this.changeState('stopped', { reason });
@@ -517,12 +489,20 @@ export class BotController {
     }
   }
 
-  private terminateTree(inst: LiveInstance, graceMs: number) {
-    return terminate(
+  /**
+   * Ends the instance's whole tree (signal, grace, SIGKILL) and records its exit. `known` is the
+   * leader's status when it already exited; otherwise it follows at once for our child (a poll for
+   * adopted bots).
+   */
+  private async endTree(inst: LiveInstance, graceMs: number, known?: ExitStatus): Promise<void> {
+    const { forced } = await terminate(
       { instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks, exited: inst.exited },
       this.account.stop.signal as NodeJS.Signals,
       graceMs,
     );
+    const unknown: ExitStatus = { code: null, signal: forced ? 'SIGKILL' : null };
+    const status = known ?? (await Promise.race([inst.exited, sleep(2000, unknown, { ref: false })]));
+    this.finishInstance(inst, status, forced);
   }
 
   private finishInstance(inst: LiveInstance, status: ExitStatus, forced: boolean): void {
@@ -546,6 +526,11 @@ export class BotController {
       { ...this.deps.logRotation, fromEnd },
     );
     this.tailer.start();
+  }
+
+  private cancelTimer(): void {
+    this.timer?.cancel();
+    this.timer = null;
   }
 
   /** The one place a bot's state changes: checked, persisted, logged, emitted. */
