@@ -82,10 +82,10 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const locks = new SqliteLockBackend(db, () => clock.now());
     const keys = new KeyPool(config, secretEnv, locks, db, () => clock.now());
     const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv, keys });
+    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues());
     const startedAt = Date.now();
     const health = new HealthService({ db, locks, daemonLock, supervisor, version: VERSION, startedAt, now: () => clock.now(), extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys)] });
 
-    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues());
     supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));
     const suspects = new SuspectScanner(events, () => keys.secretValues());
     supervisor.onLine((account, line) => suspects.onLine(account, line));
@@ -102,6 +102,9 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       } catch (err) {
         if (err instanceof ConfigError) throw Errors.invalidConfig(err.problems);
         throw err;
+      }
+      if (JSON.stringify(next.daemon) !== JSON.stringify(supervisor.currentConfig().daemon)) {
+        logger.warn('the daemon section changed: listen, intervals, allowedHosts and retention take effect at the next daemon start');
       }
       supervisor.applyConfig(next);
       logger.info({ accounts: [...next.accounts.keys()] }, 'config reloaded');
