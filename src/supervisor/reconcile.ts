@@ -61,8 +61,14 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
     }
     let lock = locks.get(inst.account);
     if (!lock || (lock.instanceId !== null && lock.instanceId !== inst.id)) {
-      // The daemon died between spawn and recording the pid on the lock: take it now.
-      const res = await d.locks.acquire({ account: inst.account, holder: bot.holderName, brokerUsername: bot.account.brokerUsername, isStale: () => true });
+      // The lock row went missing (the daemon died mid-way): take it again, with the bot's key.
+      const res = await d.locks.acquire({
+        account: inst.account,
+        holder: bot.holderName,
+        brokerUsername: bot.account.brokerUsername,
+        isStale: () => true,
+        keys: inst.keyId !== null ? [inst.keyId] : undefined,
+      });
       if (!res.ok) continue;
       lock = res.lock;
     }
