@@ -3,7 +3,7 @@
  * HTTP. The only module that knows all the others.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
@@ -91,7 +91,9 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     supervisor.onLine((account, line) => suspects.onLine(account, line));
 
     events.prune(config.daemon.events);
+    const r0 = performance.now();
     await reconcile({ supervisor, registry, locks, events, logger });
+    const reconcileMs = performance.now() - r0;
 
     // Synchronous from reading to applying, so two reloads can never interleave.
     const reloadConfig = async (): Promise<{ accounts: string[] }> => {
@@ -184,7 +186,10 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     }
 
     events.emit('daemon.started', { pid: process.pid, version: VERSION, url, daemonId });
-    logger.info({ url, dataDir: settings.dataDir, config: config.source, accounts: [...config.accounts.keys()] }, 'botwarden listening');
+    logger.info(
+      { url, dataDir: settings.dataDir, config: config.source, accounts: [...config.accounts.keys()], startupMs: Math.round(performance.now()), reconcileMs: Math.round(reconcileMs) },
+      'botwarden listening',
+    );
     return { settings, supervisor, events, db, logger, token, address: { host: listen.host, port }, url, daemonId, shutdown };
   } catch (err) {
     db?.close();
@@ -203,6 +208,7 @@ function loadEnvFile(file: string, env: NodeJS.ProcessEnv, logger: Logger): Node
   try {
     parsed = parseDotenv(readFileSync(file));
     logger.info({ file, variables: Object.keys(parsed).length }, 'env file loaded');
+    if ((statSync(file).mode & 0o077) !== 0) logger.warn({ file }, 'the env file holds API secrets but other users can read it: chmod 600 it');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
