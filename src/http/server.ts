@@ -2,13 +2,13 @@
  * The HTTP adapter: builds a fastify app around the services it is given.
  * It never listens (main wires and listens) so tests use it on port 0.
  */
-import { STATUS_CODES } from 'node:http';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { Errors, isBotwardenError, type BotwardenError } from '../errors.js';
+import { Errors, type BotwardenError } from '../errors.js';
+import { toErrorBody } from './errors.js';
 import type { EventStore } from '../events/store.js';
 import type { HealthService } from '../monitor/health.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
@@ -64,27 +64,29 @@ export async function buildServer(deps: ServerDeps) {
   let closing = false;
   const hosts = allowedHostSet(deps.listenHost, deps.allowedHosts);
   const tokenMatches = tokenChecker(deps.token);
-  app.addHook('onRequest', async (req) => {
+  // Callback style, not async: this runs on every request, 200 of them at once in a start race.
+  app.addHook('onRequest', (req, _reply, done) => {
     // While closing, no new stream may start (a following CLI would reconnect at once).
-    if (closing && req.headers.upgrade !== undefined) throw Errors.shuttingDown();
+    if (closing && req.headers.upgrade !== undefined) return done(Errors.shuttingDown());
     const host = req.headers.host;
-    if (host === undefined || !hosts.has(hostName(host))) throw Errors.misdirected(host ?? '');
-    if (req.routeOptions.url === '/health') return;
+    if (host === undefined || !hosts.has(hostName(host))) return done(Errors.misdirected(host ?? ''));
+    if (req.routeOptions.url === '/health') return done();
     let given = bearer(req.headers.authorization);
     if (given === undefined && req.routeOptions.url === '/events') {
       given = (req.query as { token?: string } | undefined)?.token;
     }
-    if (!tokenMatches(given)) throw Errors.unauthorized();
+    done(tokenMatches(given) ? undefined : Errors.unauthorized());
   });
 
   // A refused websocket upgrade (401, 421, 400) is answered on a socket that sits outside the
   // HTTP server's bookkeeping: close it, or it leaks and holds up app.close().
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', (req, reply, done) => {
     if (req.headers.upgrade !== undefined && reply.statusCode >= 400) {
       const socket = req.raw.socket;
       socket.end();
       setTimeout(() => socket.destroy(), 1000).unref();
     }
+    done();
   });
 
   app.setErrorHandler((err: FastifyError | BotwardenError, req, reply) => {
@@ -126,42 +128,3 @@ export async function buildServer(deps: ServerDeps) {
   return app;
 }
 
-interface ErrorBody {
-  statusCode: number;
-  error: string;
-  code: string;
-  message: string;
-  [k: string]: unknown;
-}
-
-const FASTIFY_CODES: Record<string, string> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_REQUEST',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
-};
-
-function toErrorBody(err: FastifyError | BotwardenError, params: Record<string, string> | undefined): ErrorBody {
-  const make = (statusCode: number, code: string, message: string, extra: Record<string, unknown> = {}): ErrorBody => ({
-    statusCode,
-    error: STATUS_CODES[statusCode] ?? 'Error',
-    code,
-    message,
-    ...extra,
-  });
-  if (isBotwardenError(err)) return make(err.statusCode, err.code, err.message, err.details);
-  const fe = err as FastifyError;
-  if (fe.validation) {
-    if (fe.validationContext === 'params' && params?.account !== undefined) {
-      const e = Errors.invalidAccountId(params.account);
-      return make(400, e.code, e.message);
-    }
-    const where = fe.validationContext ?? 'request';
-    const code = where === 'querystring' ? 'INVALID_QUERY' : where === 'body' ? 'INVALID_BODY' : 'BAD_REQUEST';
-    return make(400, code, `Invalid ${where}: ${fe.message}`);
-  }
-  const status = typeof fe.statusCode === 'number' ? fe.statusCode : 500;
-  if (status < 500) return make(status, FASTIFY_CODES[fe.code] ?? fe.code ?? 'BAD_REQUEST', fe.message);
-  return make(500, 'INTERNAL_ERROR', 'Internal error; see the daemon log.');
-}
