@@ -63,6 +63,19 @@ describe('auth and host guard', () => {
   });
 });
 
+describe('health when storage is gone', () => {
+  it('is 503 {status: failing} and names the storage check', async () => {
+    const e = await startTestDaemon(makeConfig({ accounts: { x: { command: fixture('bot.js') } } }));
+    e.db.close(); // storage unusable from here on
+    const res = await e.req('GET', '/health');
+    expect(res.status).toBe(503);
+    expect(res.body.status).toBe('failing');
+    expect(res.body.checks.find((c: { name: string }) => c.name === 'storage')).toMatchObject({ status: 'failing', detail: expect.stringContaining('not writable') });
+    expect((await e.req('GET', '/health', { token: null })).body.status).toBe('failing');
+    await e.close().catch(() => undefined); // its own bookkeeping fails too; nothing runs
+  });
+});
+
 describe('bad input gets a clear 4xx and changes nothing', () => {
   it.each([
     ['..', '/bots/../start'],

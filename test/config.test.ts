@@ -63,6 +63,12 @@ describe('config file', () => {
     }
   });
 
+  it('refuses the postgres lock backend clearly instead of falling back to local locks', () => {
+    const problems = problemsOf({ lock: { backend: 'postgres', url: 'postgres://x' }, accounts: {} });
+    expect(problems.join('\n')).toContain('/lock/backend: the postgres lease backend');
+    expect(problemsOf({ lock: { backend: 'sqlite' }, accounts: {} })).toEqual([]);
+  });
+
   it('refuses YAML syntax errors and a missing file clearly', () => {
     const dir = tmpDir();
     const file = path.join(dir, 'bad.yaml');

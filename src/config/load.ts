@@ -94,6 +94,10 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
       accounts.set(id, { ...rest, id, name: name ?? id, cwd: path.resolve(opts.baseDir, acc.cwd) });
     }
   }
+  if (isObject(file.lock) && file.lock.backend === 'postgres') {
+    // Never fall back silently to local locks when the operator asked for shared ones.
+    problems.push('/lock/backend: the postgres lease backend (several machines) is not available in this version; remove `lock` to use local SQLite locks');
+  }
   if (isObject(file.daemon) && typeof file.daemon.listen === 'string') {
     try {
       parseListen(file.daemon.listen);

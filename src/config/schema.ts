@@ -88,9 +88,19 @@ export const DaemonConfig = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+/** SPEC section 9. Only `sqlite` (one machine) is built; `postgres` is refused clearly, never ignored. */
+export const LockConfig = Type.Object(
+  {
+    backend: Type.Union([Type.Literal('sqlite'), Type.Literal('postgres')], { default: 'sqlite' }),
+    url: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false, default: {} },
+);
+
 export const ConfigFile = Type.Object(
   {
     daemon: DaemonConfig,
+    lock: LockConfig,
     keys: Type.Record(Type.String({ pattern: ACCOUNT_ID_PATTERN }), KeyRef, { default: {} }),
     accounts: Type.Record(Type.String(), AccountConfig, { default: {} }),
   },

@@ -45,7 +45,12 @@ const LOOP_DELAY_DEGRADED_MS = 500;
 
 /** Keys: degraded while a configured key has no secret in the environment. */
 export async function keysCheck(keys: KeyPool): Promise<Check> {
-  const list = await keys.list();
+  let list;
+  try {
+    list = await keys.list();
+  } catch (err) {
+    return { name: 'keys', status: 'degraded', detail: `cannot read key states: ${(err as Error).message}` };
+  }
   const missing = list.filter((k) => k.state === 'missing').map((k) => k.id);
   const cooling = list.filter((k) => k.state === 'cooling').map((k) => k.id);
   if (missing.length > 0) return { name: 'keys', status: 'degraded', detail: `missing: ${missing.join(', ')}${cooling.length ? `; cooling: ${cooling.join(', ')}` : ''}` };
@@ -126,7 +131,12 @@ export class HealthService {
       status: p99 > LOOP_DELAY_DEGRADED_MS ? 'degraded' : 'ok',
       detail: `p99 delay ${p99.toFixed(1)} ms`,
     });
-    checks.push(...((await this.deps.extraChecks?.()) ?? []));
+    try {
+      checks.push(...((await this.deps.extraChecks?.()) ?? []));
+    } catch (err) {
+      // A broken monitor must not turn /health into a 500: say what could not be checked.
+      checks.push({ name: 'monitors', status: 'degraded', detail: `a check could not run: ${(err as Error).message}` });
+    }
     const status: Status = checks.some((c) => c.status === 'failing') ? 'failing' : checks.some((c) => c.status === 'degraded') ? 'degraded' : 'ok';
     return { status, version: this.deps.version, uptimeMs: Date.now() - this.deps.startedAt, bots, checks };
   }
