@@ -112,6 +112,26 @@ describe('start and stop', () => {
     expect(seen).toContain('a: EAPI:Invalid nonce');
   });
 
+  it('rotates a bot log by size while the bot keeps writing to it (copy, then truncate)', async () => {
+    d = await startTestDaemon(
+      makeConfig({
+        daemon: { logs: { maxBytes: 65_536, files: 2 } },
+        accounts: { loud: { ...base, command: fixture('flood.js'), env: { FLOOD_RATE: '5000', FLOOD_SECONDS: '1', FLOOD_EVERY: '1000000' } } },
+      }),
+    );
+    await d.req('POST', '/bots/loud/start');
+    const log = `${d.dataDir}/logs/loud.log`;
+    await waitFor(() => readFileSync(log, 'utf8').includes('flood done'), { timeoutMs: 10_000, what: 'flood done' });
+    const { statSync, existsSync } = await import('node:fs');
+    // ~400 KB written in 64 KiB files: rotated several times, 2 old files kept, the live one small.
+    expect(existsSync(`${log}.1`)).toBe(true);
+    expect(existsSync(`${log}.2`)).toBe(true);
+    expect(existsSync(`${log}.3`)).toBe(false);
+    expect(statSync(log).size).toBeLessThan(200_000);
+    // After a truncation the bot's O_APPEND writes land at the new start: no hole of NUL bytes.
+    expect(readFileSync(log, 'utf8').includes('\0')).toBe(false);
+  });
+
   it('runs different accounts side by side', async () => {
     d = await startTestDaemon(makeConfig({ accounts: { a: { ...base, command: fixture('bot.js') }, b: { ...base, command: fixture('bot.js') } } }));
     const [a, b] = await Promise.all([d.req('POST', '/bots/a/start'), d.req('POST', '/bots/b/start')]);
