@@ -36,6 +36,7 @@ export class DuplicateHunter {
   private readonly ancestors = new Set<number>();
   private patterns = new Map<string, RegExp>();
   private patternsFor: Map<string, Account> | null = null;
+  private readonly matched = new WeakMap<ProcInfo, { config: Map<string, Account>; result: { account: Account; by: 'match' }[] }>();
   private timer: NodeJS.Timeout | null = null;
   private scanning: Promise<Duplicate[]> | null = null;
   /** Scan figures for /health and the bench. */
@@ -138,9 +139,14 @@ export class DuplicateHunter {
       this.patterns = new Map([...accounts.values()].filter((a) => a.match !== undefined).map((a) => [a.id, new RegExp(a.match!)]));
       this.patternsFor = accounts;
     }
-    const out: { account: Account; by: 'match' }[] = [];
-    for (const [id, re] of this.patterns) if (re.test(p.cmdline)) out.push({ account: accounts.get(id)!, by: 'match' });
-    return out;
+    // Every known process is classified every scan: remember the answer until the process is
+    // re-read (a new ProcInfo object) or the config changes.
+    const memo = this.matched.get(p);
+    if (memo && memo.config === accounts) return memo.result;
+    const result: { account: Account; by: 'match' }[] = [];
+    for (const [id, re] of this.patterns) if (re.test(p.cmdline)) result.push({ account: accounts.get(id)!, by: 'match' });
+    this.matched.set(p, { config: accounts, result });
+    return result;
   }
 
   private isRegistered(p: ProcInfo): boolean {

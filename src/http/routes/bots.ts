@@ -66,12 +66,13 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
       (socket, req) => {
         const { account } = req.params as { account: string };
         const bot = supervisor.get(account);
+        // Secrets change only with a reload; per line this is on the output hot path.
         const secrets = deps.keys.secretValues();
         const { lines } = req.query as { lines: number };
         const tail = lastLines(bot.logPath, lines);
         for (const line of tail.split('\n').slice(0, -1)) socket.send(maskSecrets(line, secrets));
         const off = supervisor.onLine((acct, line) => {
-          if (acct === account && socket.bufferedAmount < 8 * 1024 * 1024) socket.send(maskSecrets(line, deps.keys.secretValues()));
+          if (acct === account && socket.bufferedAmount < 8 * 1024 * 1024) socket.send(maskSecrets(line, secrets));
         });
         socket.on('close', off);
         socket.on('error', off);
