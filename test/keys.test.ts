@@ -79,6 +79,28 @@ describe('exclusive key leases', () => {
   });
 });
 
+describe('secrets from the .env file', () => {
+  it('reads key secrets from --env-file (never into process.env); the real environment wins', async () => {
+    const dir = tmpDir();
+    const envFile = path.join(dir, 'secrets.env');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(envFile, `KRAKEN_API_KEY=from-file-key-1\nKRAKEN_API_SECRET=from-file-secret-1\nKRAKEN_API_KEY_2=from-file-key-2\nKRAKEN_API_SECRET_2=from-file-secret-2\n`, { mode: 0o600 });
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KRAKEN_') && !k.startsWith('BOTWARDEN_')));
+    const d = await startTestDaemon(makeConfig({ keys, accounts: { a: { command: fixture('bot.js'), keys: pool(['k1']) }, b: { command: fixture('bot.js'), keys: pool(['k2']) } } }), {
+      env: { ...clean, KRAKEN_API_KEY_2: 'from-real-env-key-2' },
+      flags: { dataDir: dir, listen: '127.0.0.1:0', envFile },
+    });
+    daemons.push(d);
+    const list = (await d.req('GET', '/keys')).body.keys;
+    expect(list.filter((k: { state: string }) => k.state === 'free').map((k: { id: string }) => k.id)).toEqual(['k1', 'k2']);
+    const a = (await d.req('POST', '/bots/a/start')).body;
+    const b = (await d.req('POST', '/bots/b/start')).body;
+    expect(readEnviron(a.pid)!.get('KRAKEN_API_SECRET')).toBe('from-file-secret-1');
+    expect(readEnviron(b.pid)!.get('KRAKEN_API_KEY')).toBe('from-real-env-key-2');
+    expect(process.env.KRAKEN_API_SECRET).toBeUndefined();
+  });
+});
+
 describe('nonce errors and the circuit breaker', () => {
   it('3 nonce errors rotate k1 -> k2: old process gone, new one on pair 2, k1 cooling, then free after cooldownMs', async () => {
     const clock = new ManualClock(Date.now());
