@@ -3,9 +3,15 @@
  * `graceMs` for it and every process carrying its instance marker to go, then
  * SIGKILL for whatever is left. Identities (pid + start time) are re-checked
  * before every signal, so a reused pid is never hit.
+ *
+ * The full /proc pass that finds the tree runs while the bot is shutting down,
+ * not after it exited: once the leader is gone, only the processes already
+ * known are re-checked, plus a full pass if the group still has members. (A
+ * process that both leaves the group and appears during the grace period is
+ * left to the duplicate hunter, which sees its stale instance marker.)
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { instanceProcesses, isAlive, readStat } from '../proc/procfs.js';
+import { HAS_PROC, instanceProcesses, isAlive, readStat, type ProcStat } from '../proc/procfs.js';
 
 export interface TerminateTarget {
   instanceId: string;
@@ -35,17 +41,25 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
     send(-t.pgid, signal);
     signaled.add(t.pid);
   }
+  // While the bot shuts down: the rest of its tree. Members outside its group (setsid
+  // escapees) did not get the group signal, so they get theirs now.
+  let tree = instanceProcesses(ident);
+  for (const p of tree) {
+    if (p.pgid !== t.pgid && !signaled.has(p.pid)) send(p.pid, signal);
+    signaled.add(p.pid);
+  }
   await Promise.race([t.exited, sleep(Math.max(0, deadline - Date.now()), undefined, { ref: false })]);
   let leftovers = 0;
   for (;;) {
-    const rest = instanceProcesses(ident);
-    if (rest.length === 0) return { forced: false, leftovers };
+    tree = remaining(tree, ident);
+    if (tree.length === 0) return { forced: false, leftovers };
     if (Date.now() >= deadline) break;
-    for (const p of rest) {
-      if (p.pid !== t.pid && !signaled.has(p.pid)) leftovers++;
-      // Group members already got the signal; a setsid grandchild did not.
-      if (p.pgid !== t.pgid && !signaled.has(p.pid)) send(p.pid, signal);
-      signaled.add(p.pid);
+    for (const p of tree) {
+      if (!signaled.has(p.pid)) {
+        leftovers++;
+        if (p.pgid !== t.pgid) send(p.pid, signal);
+        signaled.add(p.pid);
+      }
     }
     await sleep(Math.min(POLL_MS, Math.max(1, deadline - Date.now())));
   }
@@ -57,11 +71,31 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
     for (const p of rest) {
       const st = readStat(p.pid);
       if (st && st.startTicks === p.startTicks) send(p.pid, 'SIGKILL');
+      else if (!HAS_PROC) send(-t.pgid, 'SIGKILL');
     }
     await sleep(POLL_MS);
   }
   if (isAlive(t.pid, t.startTicks)) await Promise.race([t.exited, sleep(KILL_WAIT_MS, undefined, { ref: false })]);
   return { forced: true, leftovers };
+}
+
+/** What is left of the tree: the known members still alive, or a full pass while the group has members. */
+function remaining(known: ProcStat[], ident: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
+  if (!HAS_PROC || groupExists(ident.pgid)) return instanceProcesses(ident);
+  return known.filter((p) => {
+    const st = readStat(p.pid);
+    return st !== null && st.startTicks === p.startTicks && st.state !== 'Z' && st.state !== 'X';
+  });
+}
+
+/** kill(-pgid, 0): ESRCH means no process (not even a zombie) is left in the group. */
+function groupExists(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function send(pid: number, signal: NodeJS.Signals): void {
