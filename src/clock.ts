@@ -53,8 +53,4 @@ export class ManualClock implements Clock {
     }
     this.t = end;
   }
-
-  pending(): number {
-    return this.timers.size;
-  }
 }

@@ -155,8 +155,11 @@ describe('start and stop', () => {
     );
     const pids = (await Promise.all([d.req('POST', '/bots/a/start'), d.req('POST', '/bots/b/start')])).map((r) => r.body.pid as number);
     await new Promise((r) => setTimeout(r, 300)); // let both install their SIGTERM handler
+    const stopping: unknown[] = [];
+    d.events.subscribe((e) => e.type === 'bot.stopping' && stopping.push(e.reason));
     const t0 = Date.now();
     await d.close();
+    expect(stopping).toEqual(['shutdown', 'shutdown']);
     expect(Date.now() - t0).toBeLessThan(550); // parallel: ~300 ms, not ~600
     for (const pid of pids) expect(isAlive(pid, null)).toBe(false);
   });

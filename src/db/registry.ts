@@ -49,14 +49,12 @@ export class Registry {
         ON CONFLICT (account) DO UPDATE SET state = excluded.state, instance_id = excluded.instance_id, restarts = excluded.restarts,
           key_id = excluded.key_id, last_exit_code = excluded.last_exit_code, last_exit_signal = excluded.last_exit_signal,
           last_exit_at = excluded.last_exit_at, last_exit_forced = excluded.last_exit_forced, updated_at = excluded.updated_at`),
-      getBot: db.prepare<[string]>('SELECT * FROM bots WHERE account = ?'),
       allBots: db.prepare('SELECT * FROM bots'),
       insertInstance: db.prepare(`INSERT INTO instances (id, account, daemon_id, state, key_id, log_path, started_at)
         VALUES (@id, @account, @daemonId, 'spawning', @keyId, @logPath, @startedAt)`),
       spawned: db.prepare<[number, number | null, number, string]>(`UPDATE instances SET pid = ?, start_ticks = ?, pgid = ?, state = 'running' WHERE id = ?`),
       exited: db.prepare(`UPDATE instances SET state = 'exited', ended_at = @endedAt, exit_code = @code, exit_signal = @signal,
         force_killed = @forced WHERE id = @id`),
-      getInstance: db.prepare<[string]>('SELECT * FROM instances WHERE id = ?'),
       liveInstances: db.prepare(`SELECT * FROM instances WHERE state <> 'exited' ORDER BY started_at`),
     };
   }
@@ -76,11 +74,6 @@ export class Registry {
     });
   }
 
-  getBot(account: string): BotRow | null {
-    const r = this.s.getBot.get(account) as BotDbRow | undefined;
-    return r ? toBot(r) : null;
-  }
-
   allBots(): BotRow[] {
     return (this.s.allBots.all() as BotDbRow[]).map(toBot);
   }
@@ -96,11 +89,6 @@ export class Registry {
 
   markExited(id: string, e: { code: number | null; signal: string | null; forced: boolean; endedAt: string }): void {
     this.s.exited.run({ id, code: e.code, signal: e.signal, forced: e.forced ? 1 : 0, endedAt: e.endedAt });
-  }
-
-  getInstance(id: string): InstanceRow | null {
-    const r = this.s.getInstance.get(id) as InstDbRow | undefined;
-    return r ? toInstance(r) : null;
   }
 
   liveInstances(): InstanceRow[] {

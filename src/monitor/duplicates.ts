@@ -24,7 +24,6 @@ export interface Duplicate {
   /** What gave it away: its environment marker, or the account's `match`. */
   by: 'env' | 'match';
   policy: 'kill' | 'report';
-  detectedAt: number;
 }
 
 const key = (p: { pid: number; startTicks: number }) => `${p.pid}:${p.startTicks}`;
@@ -110,7 +109,7 @@ export class DuplicateHunter {
         alive.add(k);
         let dup = this.reported.get(k);
         if (!dup) {
-          dup = { account: account.id, pid: p.pid, startTicks: p.startTicks, cmdline: p.cmdline, by, policy: account.duplicates, detectedAt: Date.now() };
+          dup = { account: account.id, pid: p.pid, startTicks: p.startTicks, cmdline: p.cmdline, by, policy: account.duplicates };
           this.reported.set(k, dup);
           // Reported once per process (pid + start time), not every scan.
           this.events.emit('duplicate.detected', { account: account.id, pid: p.pid, cmdline: sanitizeLine(p.cmdline, this.secrets()), by, policy: account.duplicates });

@@ -25,8 +25,6 @@ export interface TerminateTarget {
 export interface TerminateResult {
   /** True when SIGKILL was needed. */
   forced: boolean;
-  /** How many other processes of the tree had to be dealt with after the leader. */
-  leftovers: number;
 }
 
 const POLL_MS = 15;
@@ -49,14 +47,12 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
     signaled.add(p.pid);
   }
   await Promise.race([t.exited, sleep(Math.max(0, deadline - Date.now()), undefined, { ref: false })]);
-  let leftovers = 0;
   for (;;) {
     tree = remaining(tree, ident);
-    if (tree.length === 0) return { forced: false, leftovers };
+    if (tree.length === 0) return { forced: false };
     if (Date.now() >= deadline) break;
     for (const p of tree) {
       if (!signaled.has(p.pid)) {
-        leftovers++;
         if (p.pgid !== t.pgid) send(p.pid, signal);
         signaled.add(p.pid);
       }
@@ -76,7 +72,7 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
     await sleep(POLL_MS);
   }
   if (isAlive(t.pid, t.startTicks)) await Promise.race([t.exited, sleep(KILL_WAIT_MS, undefined, { ref: false })]);
-  return { forced: true, leftovers };
+  return { forced: true };
 }
 
 /** What is left of the tree: the known members still alive, or a full pass while the group has members. */
