@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { compilePatterns, firstMatch, NONCE_PRESETS } from '../dist/monitor/patterns.js';
+import { compilePatterns, firstMatch, NONCE_PRESETS } from '../dist/output/patterns.js';
 import { ROOT, startDaemon } from './lib.mjs';
 
 const FLOOD = path.join(ROOT, 'test', 'fixtures', 'flood.js');

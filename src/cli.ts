@@ -77,7 +77,7 @@ program
         process.stderr.write(`botwarden: ${err.message}\n`);
         process.exit(EXIT.usage);
       }
-      if (err instanceof DataDirBusyError) {
+      if (err instanceof DataDirBusyError || (err instanceof Error && err.name === 'UnsupportedPlatformError')) {
         process.stderr.write(`botwarden: ${err.message}\n`);
         process.exit(1);
       }

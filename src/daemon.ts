@@ -14,6 +14,8 @@ import type { Config } from './config/schema.js';
 import { effectiveListen, resolveSettings, type Flags, type Settings } from './config/settings.js';
 import { acquireDaemonLock, type DaemonLock } from './db/daemon-lock.js';
 import { SqliteLockBackend } from './db/locks.js';
+import { KeyStats } from './db/key-stats.js';
+import { Meta } from './db/meta.js';
 import { openDatabase, type DB } from './db/open.js';
 import { Registry } from './db/registry.js';
 import { Errors } from './errors.js';
@@ -24,7 +26,7 @@ import { DuplicateHunter } from './monitor/duplicates.js';
 import { duplicatesCheck, HealthService, keysCheck } from './monitor/health.js';
 import { KeyPool } from './keys/pool.js';
 import { SuspectScanner } from './monitor/suspects.js';
-import { reconcile } from './supervisor/reconcile.js';
+import { ExitPoller, reconcile } from './supervisor/reconcile.js';
 import { Supervisor } from './supervisor/supervisor.js';
 import { ensureToken } from './token.js';
 import { VERSION } from './version.js';
@@ -57,7 +59,25 @@ export interface Daemon {
   shutdown(mode?: ShutdownMode): Promise<void>;
 }
 
+export class UnsupportedPlatformError extends Error {
+  override readonly name = 'UnsupportedPlatformError';
+}
+
+/**
+ * botwarden reads /proc to tell a bot from a reused pid, to find a bot's whole tree and to hunt
+ * copies: without it, it could release a lock while the bot still runs. So Linux only (WSL2 on
+ * Windows, a Linux VM or container on macOS): refuse clearly rather than half-work.
+ */
+export function assertSupportedPlatform(platform: string = process.platform, hasProc = existsSync('/proc/self/stat')): void {
+  if (platform === 'linux' && hasProc) return;
+  throw new UnsupportedPlatformError(
+    `botwarden runs on Linux only (it needs /proc to tell a bot from a reused pid); this is ${platform}${platform === 'linux' ? ' without /proc' : ''}. ` +
+      'On Windows use WSL2, on macOS a Linux VM or Docker; see docs/operations.md.',
+  );
+}
+
 export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
+  assertSupportedPlatform();
   const env = opts.env ?? process.env;
   const settings = resolveSettings(opts.flags ?? {}, env, opts.cwd);
   const config = opts.config ?? loadConfigFile(settings.configPath);
@@ -77,14 +97,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const { token } = ensureToken(settings.dataDir, settings.token);
     const daemonId = randomUUID().slice(0, 8);
     const holder = `${daemonId}@${hostname()}`;
-    const events = new EventStore(db, () => clock.now());
+    const events = new EventStore(db, () => clock.now(), logger.child({ module: 'events' }));
     const registry = new Registry(db);
     const locks = new SqliteLockBackend(db, () => clock.now());
-    const keys = new KeyPool(config, secretEnv, locks, db, () => clock.now());
+    const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
     const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv, keys });
     const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues());
     const startedAt = Date.now();
-    const health = new HealthService({ db, locks, daemonLock, supervisor, version: VERSION, startedAt, now: () => clock.now(), extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys)] });
+    const health = new HealthService({ meta: new Meta(db), events, locks, daemonLock, supervisor, version: VERSION, startedAt, now: () => clock.now(), extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys)] });
 
     supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));
     const suspects = new SuspectScanner(events, () => keys.secretValues());
@@ -92,7 +112,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
 
     events.prune(config.daemon.events);
     const r0 = performance.now();
-    await reconcile({ supervisor, registry, locks, events, logger });
+    const exits = new ExitPoller();
+    await reconcile({ supervisor, registry, locks, events, logger, exits });
     const reconcileMs = performance.now() - r0;
 
     // Synchronous from reading to applying, so two reloads can never interleave.
@@ -159,6 +180,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         await app.close();
         rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
         health.close();
+        exits.close();
         db?.close();
         daemonLock.release();
         logger.info('daemon stopped');

@@ -1,30 +1,61 @@
 /**
  * Every error the daemon answers with, in one place (the fastify core model:
- * a stable `code`, an HTTP status, a message for people). Routes never invent
- * codes of their own.
+ * a stable `code`, an HTTP status, a message for people). Routes and the HTTP
+ * adapter never invent codes of their own: `ErrorCode` is closed.
  */
-export class BotwardenError extends Error {
-  readonly code: string;
-  readonly statusCode: number;
-  /** Extra facts that go into the response body (never secrets). */
-  readonly details: Record<string, unknown>;
+export const ERROR_CODES = {
+  BAD_REQUEST: 400,
+  INVALID_ACCOUNT_ID: 400,
+  INVALID_QUERY: 400,
+  INVALID_BODY: 400,
+  INVALID_CONFIG: 400,
+  UNAUTHORIZED: 401,
+  NOT_FOUND: 404,
+  UNKNOWN_ACCOUNT: 404,
+  UNKNOWN_ALERT: 404,
+  ACCOUNT_LOCKED: 409,
+  DUPLICATE_RUNNING: 409,
+  NO_FREE_KEY: 409,
+  BODY_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  MISDIRECTED_REQUEST: 421,
+  SPAWN_FAILED: 500,
+  INTERNAL_ERROR: 500,
+  LOCK_BACKEND_UNAVAILABLE: 503,
+  SHUTTING_DOWN: 503,
+  STORAGE_FULL: 507,
+} as const;
 
-  constructor(code: string, statusCode: number, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
-    // A refusal (4xx) is an answer, not a bug: skip the stack capture, which costs more than the
-    // rest of a 409 under 200 racing requests. Server errors keep their stacks.
-    const limit = Error.stackTraceLimit;
-    if (statusCode < 500) Error.stackTraceLimit = 0;
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class BotwardenError extends Error {
+  readonly statusCode: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    /** Extra facts that go into the response body (never secrets). */
+    readonly details: Record<string, unknown> = {},
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
-    Error.stackTraceLimit = limit;
     this.name = 'BotwardenError';
-    this.code = code;
-    this.statusCode = statusCode;
-    this.details = details;
+    this.statusCode = ERROR_CODES[code];
+  }
+}
+
+/** Thrown by a lock backend that cannot be used (database down, timeout): the only source of 503 LOCK_BACKEND_UNAVAILABLE. */
+export class LockBackendError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'LockBackendError';
   }
 }
 
 export interface LockFacts {
   holder: string;
+  /** The holder daemon's name and host (PostgreSQL mode; on one machine the holder says it all). */
+  host?: string | undefined;
   since: string;
   token: number;
   pid: number | null;
@@ -32,37 +63,47 @@ export interface LockFacts {
 
 export const Errors = {
   invalidAccountId: (id: string) =>
-    new BotwardenError('INVALID_ACCOUNT_ID', 400, `Invalid account id ${JSON.stringify(id)}: use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit.`),
-  unknownAccount: (id: string) =>
-    new BotwardenError('UNKNOWN_ACCOUNT', 404, `Unknown account '${id}': it is not in the config file.`),
+    new BotwardenError('INVALID_ACCOUNT_ID', `Invalid account id ${JSON.stringify(id)}: use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit.`),
+  unknownAccount: (id: string) => new BotwardenError('UNKNOWN_ACCOUNT', `Unknown account '${id}': it is not in the config file.`),
+  unknownAlert: (name: string) => new BotwardenError('UNKNOWN_ALERT', `Unknown alert target '${name}': it is not in the config's alerts section.`),
   accountLocked: (name: string, brokerUsername: string, lock: LockFacts | null) => {
-    const started = lock ? `Started: ${lock.since}${lock.pid !== null ? ` (pid ${lock.pid})` : ''}. ` : '';
+    const where = lock?.host ? ` on daemon ${lock.holder} (host ${lock.host})` : '';
+    const started = lock ? `Started: ${lock.since}${where}${lock.pid !== null ? ` (pid ${lock.pid})` : ''}. ` : '';
     return new BotwardenError(
       'ACCOUNT_LOCKED',
-      409,
       `Account '${name}' is already being traded! Broker: ${brokerUsername || '(unknown)'}. ${started}` +
         `You cannot run two bots on the same account: stop the other instance first, or choose another account.`,
       { lock },
     );
   },
   duplicateRunning: (account: string, pids: number[]) =>
-    new BotwardenError('DUPLICATE_RUNNING', 409, `Account '${account}' has copies running that botwarden did not start (pid ${pids.join(', ')}); its duplicates policy is 'report', so nothing was started. Stop them first.`, { pids }),
+    new BotwardenError('DUPLICATE_RUNNING', `Account '${account}' has copies running that botwarden did not start (pid ${pids.join(', ')}); its duplicates policy is 'report', so nothing was started. Stop them first.`, { pids }),
   noFreeKey: (account: string, pool: string[]) =>
-    new BotwardenError('NO_FREE_KEY', 409, `No free API key for account '${account}': every key of its pool (${pool.join(', ')}) is leased, cooling down or missing.`),
+    new BotwardenError('NO_FREE_KEY', `No free API key for account '${account}': every key of its pool (${pool.join(', ')}) is leased, cooling down or missing.`),
   lockBackendUnavailable: (detail: string, cause?: unknown) =>
-    new BotwardenError('LOCK_BACKEND_UNAVAILABLE', 503, `The lock backend is unavailable: ${detail}. Nothing was started.`, {}, { cause }),
+    new BotwardenError('LOCK_BACKEND_UNAVAILABLE', `The lock backend is unavailable: ${detail}. Nothing was started.`, {}, { cause }),
+  storageFull: (detail: string, cause?: unknown) =>
+    new BotwardenError('STORAGE_FULL', `The data dir's disk is full (${detail}); nothing was started. Free some space: running bots keep running.`, {}, { cause }),
   spawnFailed: (account: string, detail: string, cause?: unknown) =>
-    new BotwardenError('SPAWN_FAILED', 500, `Could not start the bot of account '${account}': ${detail}`, {}, { cause }),
-  shuttingDown: () => new BotwardenError('SHUTTING_DOWN', 503, 'The daemon is shutting down; nothing new is started.'),
-  invalidConfig: (problems: string[]) =>
-    new BotwardenError('INVALID_CONFIG', 400, `The config is invalid; nothing was changed:\n${problems.join('\n')}`, { problems }),
-  unauthorized: () => new BotwardenError('UNAUTHORIZED', 401, 'Missing or wrong bearer token (see <data-dir>/api-token or BOTWARDEN_TOKEN).'),
+    new BotwardenError('SPAWN_FAILED', `Could not start the bot of account '${account}': ${detail}`, {}, { cause }),
+  shuttingDown: () => new BotwardenError('SHUTTING_DOWN', 'The daemon is shutting down; nothing new is started.'),
+  invalidConfig: (problems: string[]) => new BotwardenError('INVALID_CONFIG', `The config is invalid; nothing was changed:\n${problems.join('\n')}`, { problems }),
+  unauthorized: () => new BotwardenError('UNAUTHORIZED', 'Missing or wrong bearer token (see <data-dir>/api-token or BOTWARDEN_TOKEN).'),
   misdirected: (host: string) =>
-    new BotwardenError('MISDIRECTED_REQUEST', 421, `Host '${host}' is not served here (DNS-rebinding guard); use the listen address or localhost, or add it to daemon.allowedHosts.`),
-  badRequest: (message: string) => new BotwardenError('BAD_REQUEST', 400, message),
-  notFound: (what: string) => new BotwardenError('NOT_FOUND', 404, what),
+    new BotwardenError('MISDIRECTED_REQUEST', `Host '${host}' is not served here (DNS-rebinding guard); use the listen address or localhost, or add it to daemon.allowedHosts.`),
+  badRequest: (message: string) => new BotwardenError('BAD_REQUEST', message),
+  invalidQuery: (message: string) => new BotwardenError('INVALID_QUERY', message),
+  invalidBody: (message: string) => new BotwardenError('INVALID_BODY', message),
+  notFound: (what: string) => new BotwardenError('NOT_FOUND', what),
+  internal: () => new BotwardenError('INTERNAL_ERROR', 'Internal error; see the daemon log.'),
 } as const;
 
 export function isBotwardenError(e: unknown): e is BotwardenError {
   return e instanceof BotwardenError;
+}
+
+/** SQLite's and the OS's ways of saying the disk is full. */
+export function isDiskFull(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT';
 }

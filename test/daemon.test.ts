@@ -105,7 +105,7 @@ describe('the daemon process', () => {
     const cfg = writeConfig(dir, {
       daemon: { scanIntervalMs: 'often' },
       accounts: { 'bad id!': { command: [] }, ok: { command: ['node'], startMs: -5, duplicates: 'maybe', match: '([' } },
-    } as never);
+    });
     const d = spawnDaemon(dir, cfg);
     const exit = await d.exited;
     expect(exit.code).toBe(2);

@@ -19,7 +19,7 @@ function connect(d: TestDaemon, query: string, headers: Record<string, string> =
   const ws = new WebSocket(`${d.url.replace('http', 'ws')}/events${query}`, { headers });
   sockets.push(ws);
   const got: any[] = [];
-  ws.on('message', (m) => got.push(JSON.parse(m.toString())));
+  ws.on('message', (m: Buffer) => got.push(JSON.parse(m.toString())));
   const opened = new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('unexpected-response', (req, res) => {

@@ -30,7 +30,7 @@ export function fixture(name: string, extra: string[] = []): string[] {
 export function makeConfig(raw: { daemon?: object; keys?: object; accounts: Record<string, Record<string, unknown>> }): Config {
   const accounts: Record<string, Record<string, unknown>> = {};
   for (const [id, a] of Object.entries(raw.accounts)) {
-    accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env as object | undefined) ?? {}) } };
+    accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env) ?? {}) } };
   }
   return parseConfig({ ...raw, accounts }, { baseDir: FIXTURES });
 }
@@ -68,11 +68,11 @@ export async function startTestDaemon(
       }
       const res = await fetch(d.url + url, { method, headers, body });
       const text = await res.text();
-      let parsed: unknown = undefined;
+      let parsed: unknown;
       try {
         parsed = JSON.parse(text);
       } catch {
-        parsed = undefined;
+        // not JSON (text/plain logs, an empty body)
       }
       return { status: res.status, body: parsed as any, text };
     },
@@ -115,7 +115,7 @@ export async function waitFor<T>(fn: () => T | Promise<T>, opts: { timeoutMs?: n
   const until = Date.now() + (opts.timeoutMs ?? 5000);
   for (;;) {
     const v = await fn();
-    if (v) return v as NonNullable<T>;
+    if (v) return v;
     if (Date.now() > until) throw new Error(`timed out waiting for ${opts.what ?? 'condition'}`);
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
   }

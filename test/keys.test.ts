@@ -186,7 +186,7 @@ describe('secrets never leak', () => {
     );
     const ws = new WebSocket(`${d.url.replace('http', 'ws')}/events?since=0`, { headers: { authorization: `Bearer ${d.token}` } });
     let streamed = '';
-    ws.on('message', (m) => (streamed += m.toString()));
+    ws.on('message', (m: Buffer) => (streamed += m.toString()));
     await new Promise((r) => ws.once('open', r));
     const bodies: string[] = [];
     const grab = async (m: string, u: string, body?: unknown) => bodies.push((await d.req(m, u, { body })).text);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compilePatterns, firstMatch, NONCE_PRESETS, sanitizeLine } from '../src/monitor/patterns.js';
+import { compilePatterns, firstMatch, NONCE_PRESETS, sanitizeLine } from '../src/output/patterns.js';
 
 const REAL: Record<string, string[]> = {
   kraken: [

@@ -10,7 +10,7 @@ export const CLI = path.join(ROOT, 'dist', 'cli.js');
 
 export function writeConfig(dir: string, raw: { daemon?: object; keys?: object; accounts: Record<string, Record<string, unknown>> }): string {
   const accounts: Record<string, Record<string, unknown>> = {};
-  for (const [id, a] of Object.entries(raw.accounts)) accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env as object | undefined) ?? {}) } };
+  for (const [id, a] of Object.entries(raw.accounts)) accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env) ?? {}) } };
   const file = path.join(dir, 'botwarden.yaml');
   writeFileSync(file, stringify({ ...raw, accounts }));
   return file;
@@ -32,7 +32,7 @@ export function spawnDaemon(dataDir: string, configFile: string, extra: string[]
   });
   started.push(child);
   let err = '';
-  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   return { child, pid: child.pid!, stderr: () => err, exited };
 }
@@ -62,7 +62,7 @@ export async function connectTo(dataDir: string, pid: number) {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
       const text = await res.text();
-      return { status: res.status, body: text ? (JSON.parse(text) as any) : undefined };
+      return { status: res.status, body: text ? (JSON.parse(text)) : undefined };
     },
   };
 }

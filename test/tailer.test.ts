@@ -1,7 +1,7 @@
 import { appendFileSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { lastLines, LogTailer } from '../src/monitor/tailer.js';
+import { lastLines, LogTailer } from '../src/output/tailer.js';
 import { tmpDir, waitFor } from './helper.js';
 
 const tailers: LogTailer[] = [];

@@ -115,7 +115,7 @@ export class Client {
     const url = this.target.url.replace(/^http/, 'ws') + p;
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers: this.target.token ? { authorization: `Bearer ${this.target.token}` } : {} });
-      ws.on('message', (m) => onMessage(m.toString()));
+      ws.on('message', (m: Buffer) => onMessage(m.toString()));
       ws.once('open', () => resolve(ws));
       ws.once('unexpected-response', (req, res) => {
         req.destroy();

@@ -1,10 +1,14 @@
 /**
- * The client commands of SPEC section 8. Each prints for people (tables) or,
+ * The client commands (docs/api.md, CLI). Each prints for people (tables) or,
  * with --json, the API's JSON for scripts; errors are thrown and mapped to
  * exit codes by cli.ts.
  */
 import type WebSocket from 'ws';
-import type { BotView } from '../supervisor/bot.js';
+import type { Static } from '@sinclair/typebox';
+import type { Bot } from '../http/schemas.js';
+
+/** A bot as the API sends it (the route's own schema). */
+type BotView = Static<typeof Bot>;
 import { Client, RefusedError, UnreachableError } from './client.js';
 import { human, paint, since, table, useColor } from './format.js';
 

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { parseDocument } from 'yaml';
-import { NONCE_PRESETS } from '../monitor/patterns.js';
+import { NONCE_PRESETS } from '../output/patterns.js';
 import { ACCOUNT_ID_RE, AccountConfig, ConfigFile, type Account, type Config } from './schema.js';
 
 export class ConfigError extends Error {

@@ -1,5 +1,5 @@
 /**
- * The config file's schema (SPEC section 2), in TypeBox so the same library
+ * The config file's schema, in TypeBox so the same library
  * validates config, routes and builds the OpenAPI document. Defaults live in
  * the schema: `Value.Default` fills them in before validation.
  */

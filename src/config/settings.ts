@@ -1,5 +1,5 @@
 /**
- * Settings precedence (SPEC section 1): CLI flags, then environment variables,
+ * Settings precedence: CLI flags, then environment variables,
  * then the config file, then defaults.
  */
 import path from 'node:path';

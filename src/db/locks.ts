@@ -1,14 +1,17 @@
 /**
  * Account locks. The interface is what a supervisor needs from any backend;
- * SQLite implements it for one machine, a PostgreSQL lease backend will
- * implement it for several (SPEC section 9). Methods are async for that
- * reason; the SQLite one completes synchronously inside.
+ * SQLite implements it here for one machine, PostgreSQL leases for several
+ * (pg-locks.ts). Methods are async for that reason; the SQLite one completes
+ * synchronously inside.
  */
+import { isDiskFull, LockBackendError } from '../errors.js';
 import type { DB } from './open.js';
 
 export interface LockRow {
   account: string;
   holder: string;
+  /** The holder's machine (PostgreSQL mode, where holders span machines). */
+  host?: string | undefined;
   instanceId: string | null;
   pid: number | null;
   startTicks: number | null;
@@ -43,8 +46,15 @@ export interface KeyLease {
   lockToken: number;
 }
 
+/**
+ * What a supervisor needs from a lock backend: nine calls, implemented by SQLite (one machine,
+ * db/locks.ts) and PostgreSQL (several machines, db/pg-locks.ts). A backend that cannot be used
+ * throws LockBackendError; a full disk throws its own coded error.
+ */
 export interface LockBackend {
-  readonly kind: string;
+  readonly kind: 'sqlite' | 'postgres';
+  /** True when the row's pid is a process on this machine (so /proc can judge it). */
+  isLocal(row: LockRow): boolean;
   acquire(req: AcquireRequest): Promise<AcquireResult>;
   /** Records the spawned process on the lock we hold (fenced by token). */
   attach(account: string, token: number, proc: { instanceId: string; pid: number; startTicks: number | null }): Promise<void>;
@@ -89,6 +99,21 @@ const toLock = (r: Row): LockRow => ({
 
 /** Internal: aborts (rolls back) an acquisition that removed a stale lock but found no key. */
 class NoFreeKeyAfterStale extends Error {}
+
+/** SQLite's failures become LockBackendError (503), except a full disk, which keeps its code (507). */
+function backendFailure(err: unknown): unknown {
+  return isDiskFull(err) || err instanceof NoFreeKeyAfterStale ? err : new LockBackendError((err as Error).message, { cause: err });
+}
+
+function guarded<A extends unknown[], R>(fn: (...a: A) => R): (...a: A) => Promise<R> {
+  return async (...a: A) => {
+    try {
+      return fn(...a);
+    } catch (err) {
+      throw backendFailure(err);
+    }
+  };
+}
 
 export class SqliteLockBackend implements LockBackend {
   readonly kind = 'sqlite';
@@ -189,48 +214,44 @@ export class SqliteLockBackend implements LockBackend {
     return null;
   }
 
-  async rotateKey(account: string, token: number, from: string, coolUntilMs: number, candidates: readonly string[], nowMs: number): Promise<string | null> {
-    return this.rotateTx(account, token, from, coolUntilMs, candidates, nowMs);
-  }
+  readonly rotateKey = guarded((account: string, token: number, from: string, coolUntilMs: number, candidates: readonly string[], nowMs: number) =>
+    this.rotateTx(account, token, from, coolUntilMs, candidates, nowMs),
+  );
 
-  async keyLeases(): Promise<KeyLease[]> {
-    return (this.stmts.leases.all() as { key_id: string; account: string; lock_token: number }[]).map((r) => ({
-      keyId: r.key_id,
-      account: r.account,
-      lockToken: r.lock_token,
-    }));
-  }
+  readonly keyLeases = guarded((): KeyLease[] =>
+    (this.stmts.leases.all() as { key_id: string; account: string; lock_token: number }[]).map((r) => ({ keyId: r.key_id, account: r.account, lockToken: r.lock_token })),
+  );
 
-  async cooldowns(nowMs: number): Promise<Map<string, number>> {
-    return new Map((this.stmts.cooldowns.all(nowMs) as { key_id: string; until_ms: number }[]).map((r) => [r.key_id, r.until_ms]));
-  }
+  readonly cooldowns = guarded(
+    (nowMs: number) => new Map((this.stmts.cooldowns.all(nowMs) as { key_id: string; until_ms: number }[]).map((r) => [r.key_id, r.until_ms])),
+  );
 
-  async acquire(req: AcquireRequest): Promise<AcquireResult> {
-    return this.acquireTx(req, new Date(this.now()).toISOString());
-  }
+  readonly acquire = guarded((req: AcquireRequest): AcquireResult => this.acquireTx(req, new Date(this.now()).toISOString()));
 
-  async attach(account: string, token: number, p: { instanceId: string; pid: number; startTicks: number | null }): Promise<void> {
+  readonly attach = guarded((account: string, token: number, p: { instanceId: string; pid: number; startTicks: number | null }): void => {
     this.stmts.attach.run(p.instanceId, p.pid, p.startTicks, account, token);
-  }
+  });
 
-  async release(account: string, token: number): Promise<boolean> {
-    // The account lock and the keys leased under it go together.
-    return this.db.transaction(() => {
+  // The account lock and the keys leased under it go together.
+  readonly release = guarded((account: string, token: number): boolean =>
+    this.db.transaction(() => {
       this.stmts.releaseKeys.run(account, token);
       return this.stmts.del.run(account, token).changes > 0;
-    })();
-  }
+    })(),
+  );
 
-  async get(account: string): Promise<LockRow | null> {
+  readonly get = guarded((account: string): LockRow | null => {
     const r = this.stmts.get.get(account) as Row | undefined;
     return r ? toLock(r) : null;
-  }
+  });
 
-  async list(): Promise<LockRow[]> {
-    return (this.stmts.all.all() as Row[]).map(toLock);
-  }
+  readonly list = guarded((): LockRow[] => (this.stmts.all.all() as Row[]).map(toLock));
 
-  async check(): Promise<void> {
+  readonly check = guarded((): void => {
     this.db.prepare('SELECT 1').get();
+  });
+
+  isLocal(): boolean {
+    return true;
   }
 }

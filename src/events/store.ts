@@ -3,6 +3,7 @@
  * subscribers in the same synchronous call. A subscriber that replays with
  * `since` and subscribes in one tick therefore sees no gap and no duplicate.
  */
+import { EventRows, type EventRow } from '../db/events.js';
 import type { DB } from '../db/open.js';
 import { matchesFilter, type BotwardenEvent, type EventFilter, type EventType } from './types.js';
 
@@ -15,32 +16,28 @@ export interface Retention {
 
 export class EventStore {
   private readonly listeners = new Set<Listener>();
-  private readonly insert;
-  private readonly selectSince;
-  private readonly selectLast;
-  private readonly selectBefore;
+  readonly rows: EventRows;
 
   constructor(
-    private readonly db: DB,
+    db: DB,
     private readonly now: () => number = Date.now,
+    private readonly logger?: { error(obj: object, msg: string): void },
   ) {
-    this.insert = db.prepare<[string, string | null, string, string]>('INSERT INTO events (type, account, at, data) VALUES (?, ?, ?, ?)');
-    this.selectSince = db.prepare<[number, number]>('SELECT id, type, account, at, data FROM events WHERE id > ? ORDER BY id LIMIT ?');
-    this.selectLast = db.prepare<[number]>('SELECT id, type, account, at, data FROM events ORDER BY id DESC LIMIT ?');
-    this.selectBefore = db.prepare<[number, number]>('SELECT id, type, account, at, data FROM events WHERE id < ? ORDER BY id DESC LIMIT ?');
+    this.rows = new EventRows(db);
   }
 
   /** Stores the event and streams it. Fields must never carry secrets. */
   emit(type: EventType, fields: { account?: string | undefined; [k: string]: unknown } = {}): BotwardenEvent {
     const { account, ...data } = fields;
     const at = new Date(this.now()).toISOString();
-    const info = this.insert.run(type, account ?? null, at, JSON.stringify(data));
-    const event: BotwardenEvent = { id: Number(info.lastInsertRowid), type, at, ...(account !== undefined ? { account } : {}), ...data };
+    const id = this.rows.insert(type, account ?? null, at, JSON.stringify(data));
+    const event: BotwardenEvent = { id, type, at, ...(account !== undefined ? { account } : {}), ...data };
     for (const l of this.listeners) {
       try {
         l(event);
-      } catch {
-        // A broken subscriber must not break the emitter or the others.
+      } catch (err) {
+        // A broken subscriber must not break the emitter or the others; it is logged.
+        this.logger?.error({ err, type }, 'an event subscriber threw');
       }
     }
     return event;
@@ -58,7 +55,7 @@ export class EventStore {
       // The newest `limit` matching events, oldest first.
       let before = Number.MAX_SAFE_INTEGER;
       while (out.length < limit) {
-        const rows = this.selectBefore.all(before, 1000) as Row[];
+        const rows = this.rows.before(before, 1000);
         if (rows.length === 0) break;
         for (const r of rows) {
           const e = fromRow(r);
@@ -71,7 +68,7 @@ export class EventStore {
     }
     let cursor = since;
     while (out.length < limit) {
-      const rows = this.selectSince.all(cursor, 1000) as Row[];
+      const rows = this.rows.after(cursor, 1000);
       if (rows.length === 0) break;
       for (const r of rows) {
         const e = fromRow(r);
@@ -84,8 +81,7 @@ export class EventStore {
   }
 
   lastId(): number {
-    const row = this.selectLast.get(1) as Row | undefined;
-    return row?.id ?? 0;
+    return this.rows.lastId();
   }
 
   /**
@@ -95,23 +91,10 @@ export class EventStore {
   prune(r: Retention): number {
     const cutoff = new Date(this.now() - r.retentionDays * 86_400_000).toISOString();
     const healthCutoff = new Date(this.now() - 3_600_000).toISOString();
-    const h = this.db.prepare(`DELETE FROM events WHERE type = 'health' AND at < ?`).run(healthCutoff).changes;
-    const a = this.db.prepare('DELETE FROM events WHERE at < ?').run(cutoff).changes + h;
-    const b = this.db
-      .prepare('DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)')
-      .run(r.maxRows).changes;
-    return a + b;
+    return this.rows.prune({ cutoff, type: 'health', typeCutoff: healthCutoff, maxRows: r.maxRows });
   }
 }
 
-interface Row {
-  id: number;
-  type: EventType;
-  account: string | null;
-  at: string;
-  data: string;
-}
-
-function fromRow(r: Row): BotwardenEvent {
-  return { id: r.id, type: r.type, at: r.at, ...(r.account !== null ? { account: r.account } : {}), ...(JSON.parse(r.data) as object) };
+function fromRow(r: EventRow): BotwardenEvent {
+  return { id: r.id, type: r.type as EventType, at: r.at, ...(r.account !== null ? { account: r.account } : {}), ...(JSON.parse(r.data) as object) };
 }

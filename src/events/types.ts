@@ -1,4 +1,4 @@
-/** Event types of SPEC section 7, as a closed union. */
+/** Event types (docs/events.md), as a closed union. */
 export const EVENT_TYPES = [
   'daemon.started',
   'daemon.stopping',

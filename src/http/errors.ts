@@ -1,17 +1,17 @@
-/** The HTTP error shape: fastify's `{statusCode, error, message}` plus a stable `code`. */
+/** The HTTP error shape: fastify's `{statusCode, error, message}` plus a stable `code` from errors.ts. */
 import { STATUS_CODES } from 'node:http';
 import type { FastifyError } from 'fastify';
-import { Errors, isBotwardenError, type BotwardenError } from '../errors.js';
+import { BotwardenError, Errors, isBotwardenError, isDiskFull, type ErrorCode } from '../errors.js';
 
 export interface ErrorBody {
   statusCode: number;
   error: string;
-  code: string;
+  code: ErrorCode;
   message: string;
   [k: string]: unknown;
 }
 
-const FASTIFY_CODES: Record<string, string> = {
+const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
@@ -19,26 +19,25 @@ const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
 };
 
-export function toErrorBody(err: FastifyError | BotwardenError, params: Record<string, string> | undefined): ErrorBody {
-  const make = (statusCode: number, code: string, message: string, extra: Record<string, unknown> = {}): ErrorBody => ({
-    statusCode,
-    error: STATUS_CODES[statusCode] ?? 'Error',
-    code,
-    message,
-    ...extra,
-  });
-  if (isBotwardenError(err)) return make(err.statusCode, err.code, err.message, err.details);
-  const fe = err as FastifyError;
+/** Maps anything a route threw to a coded error; 5xx that are not ours become INTERNAL_ERROR. */
+export function toBotwardenError(err: FastifyError | BotwardenError, params: Record<string, string> | undefined): BotwardenError {
+  if (isBotwardenError(err)) return err;
+  const fe = err;
   if (fe.validation) {
-    if (fe.validationContext === 'params' && params?.account !== undefined) {
-      const e = Errors.invalidAccountId(params.account);
-      return make(400, e.code, e.message);
-    }
+    if (fe.validationContext === 'params' && params?.account !== undefined) return Errors.invalidAccountId(params.account);
     const where = fe.validationContext ?? 'request';
-    const code = where === 'querystring' ? 'INVALID_QUERY' : where === 'body' ? 'INVALID_BODY' : 'BAD_REQUEST';
-    return make(400, code, `Invalid ${where}: ${fe.message}`);
+    const message = `Invalid ${where}: ${fe.message}`;
+    return where === 'querystring' ? Errors.invalidQuery(message) : where === 'body' ? Errors.invalidBody(message) : Errors.badRequest(message);
   }
+  if (isDiskFull(err)) return Errors.storageFull(fe.message, err);
   const status = typeof fe.statusCode === 'number' ? fe.statusCode : 500;
-  if (status < 500) return make(status, FASTIFY_CODES[fe.code] ?? fe.code ?? 'BAD_REQUEST', fe.message);
-  return make(500, 'INTERNAL_ERROR', 'Internal error; see the daemon log.');
+  if (status < 500) {
+    const code = FASTIFY_CODES[fe.code] ?? (status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : status === 413 ? 'BODY_TOO_LARGE' : 'BAD_REQUEST');
+    return new BotwardenError(code, fe.message, {}, { cause: err });
+  }
+  return Errors.internal();
+}
+
+export function toErrorBody(err: BotwardenError): ErrorBody {
+  return { statusCode: err.statusCode, error: STATUS_CODES[err.statusCode] ?? 'Error', code: err.code, message: err.message, ...err.details };
 }

@@ -6,32 +6,16 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
-import type { Logger } from 'pino';
 import { Errors, type BotwardenError } from '../errors.js';
-import { toErrorBody } from './errors.js';
-import type { EventStore } from '../events/store.js';
-import type { HealthService } from '../monitor/health.js';
-import type { Supervisor } from '../supervisor/supervisor.js';
+import { toBotwardenError, toErrorBody } from './errors.js';
+import type { ServerDeps } from './deps.js';
 import { allowedHostSet, bearer, hostName, tokenChecker } from './guards.js';
 import { botRoutes } from './routes/bots.js';
 import { eventRoutes } from './routes/events.js';
 import { keyRoutes } from './routes/keys.js';
 import { systemRoutes } from './routes/system.js';
-import type { KeyPool } from '../keys/pool.js';
 
-export interface ServerDeps {
-  supervisor: Supervisor;
-  keys: KeyPool;
-  events: EventStore;
-  health: HealthService;
-  token: string;
-  listenHost: string;
-  allowedHosts: readonly string[];
-  logger: Logger;
-  version: string;
-  /** Re-reads and applies the config; throws BotwardenError INVALID_CONFIG and changes nothing when invalid. */
-  reloadConfig: () => Promise<{ accounts: string[] }>;
-}
+export type { ServerDeps } from './deps.js';
 
 export const BODY_LIMIT = 64 * 1024;
 
@@ -90,20 +74,22 @@ export async function buildServer(deps: ServerDeps) {
   });
 
   app.setErrorHandler((err: FastifyError | BotwardenError, req, reply) => {
-    const body = toErrorBody(err, req.params as Record<string, string> | undefined);
-    if (body.statusCode >= 500) req.log.error({ err, reqId: req.id, url: req.url }, 'request failed');
+    const coded = toBotwardenError(err, req.params as Record<string, string> | undefined);
+    const body = toErrorBody(coded);
+    // The whole error goes to the log; a client sees only the coded message.
+    if (body.statusCode >= 500) req.log.error({ err, reqId: req.id, url: req.url.split('?')[0] }, 'request failed');
     else req.log.debug({ code: body.code }, body.message);
     return reply.status(body.statusCode).type('application/json').send(body);
   });
   app.setNotFoundHandler((req, reply) => {
-    const body = toErrorBody(Errors.notFound(`No route ${req.method} ${req.url.split('?')[0]}.`), undefined);
+    const body = toErrorBody(Errors.notFound(`No route ${req.method} ${req.url.split('?')[0]}.`));
     return reply.status(404).send(body);
   });
 
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'botwarden', version: deps.version, description: 'Process supervisor for trading bots (see SPEC.md).' },
+      info: { title: 'botwarden', version: deps.version, description: 'Process supervisor for trading bots (see docs/api.md).' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },

@@ -5,7 +5,7 @@
  * module only as a bot's environment.
  */
 import type { Account, Config } from '../config/schema.js';
-import type { DB } from '../db/open.js';
+import type { KeyStats } from '../db/key-stats.js';
 import type { LockBackend } from '../db/locks.js';
 
 export type KeyState = 'free' | 'leased' | 'cooling' | 'missing';
@@ -19,19 +19,13 @@ export interface KeyView {
 }
 
 export class KeyPool {
-  private readonly bump;
-  private readonly counts;
-
   constructor(
     private config: Config,
     private readonly env: NodeJS.ProcessEnv,
     private readonly locks: LockBackend,
-    db: DB,
+    private readonly stats: KeyStats,
     private readonly now: () => number,
-  ) {
-    this.bump = db.prepare<[string]>('INSERT INTO key_stats (key_id, nonce_errors) VALUES (?, 1) ON CONFLICT (key_id) DO UPDATE SET nonce_errors = nonce_errors + 1');
-    this.counts = db.prepare('SELECT key_id, nonce_errors FROM key_stats');
-  }
+  ) {}
 
   setConfig(config: Config): void {
     this.config = config;
@@ -67,14 +61,14 @@ export class KeyPool {
   }
 
   countNonceError(keyId: string): void {
-    this.bump.run(keyId);
+    this.stats.countNonceError(keyId);
   }
 
   async list(): Promise<KeyView[]> {
     const now = this.now();
     const [leases, cooling] = await Promise.all([this.locks.keyLeases(), this.locks.cooldowns(now)]);
     const leasedBy = new Map(leases.map((l) => [l.keyId, l.account]));
-    const errors = new Map((this.counts.all() as { key_id: string; nonce_errors: number }[]).map((r) => [r.key_id, r.nonce_errors]));
+    const errors = this.stats.nonceErrors();
     return Object.keys(this.config.keys)
       .sort()
       .map((id) => {

@@ -1,19 +1,19 @@
 /**
- * The duplicate hunter (SPEC section 4). A process is an instance of account A
+ * The duplicate hunter . A process is an instance of account A
  * when its environment says BOTWARDEN_ACCOUNT=A, or (without that marker) its
  * command line matches A's `match`. The registered instance, its descendants,
  * its process group and whatever carries its BOTWARDEN_INSTANCE are A's own;
  * any other instance is a duplicate: reported once (per pid + start time) and,
  * with `duplicates: kill`, stopped with the account's signal, grace, SIGKILL.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Account } from '../config/schema.js';
 import { Errors } from '../errors.js';
 import type { EventStore } from '../events/store.js';
 import { readStat } from '../proc/procfs.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
-import { sanitizeLine } from './patterns.js';
+import { terminateProcess } from '../supervisor/terminate.js';
+import { sanitizeLine } from '../output/patterns.js';
 import { ProcessScanner, type ProcInfo } from './processes.js';
 
 export interface Duplicate {
@@ -183,27 +183,14 @@ export class DuplicateHunter {
     return running;
   }
 
-  /** Signal, grace, SIGKILL: only that process, its identity re-checked before every signal. */
+  /** Signal, grace, SIGKILL (the one termination mechanism), then says what happened. */
   private async terminate(dup: Duplicate, account: Account): Promise<void> {
-    const same = () => {
-      const st = readStat(dup.pid);
-      return st !== null && st.startTicks === dup.startTicks && st.state !== 'Z' && st.state !== 'X';
-    };
-    const send = (sig: NodeJS.Signals) => {
-      if (!same()) return false;
-      try {
-        process.kill(dup.pid, sig);
-        return true;
-      } catch {
-        return false;
-      }
-    };
-    const deadline = Date.now() + account.stop.graceMs;
-    send(account.stop.signal as NodeJS.Signals);
-    while (same() && Date.now() < deadline) await sleep(Math.min(20, Math.max(1, deadline - Date.now())));
-    const forced = same() && send('SIGKILL');
-    for (let i = 0; i < 250 && same(); i++) await sleep(20);
-    this.events.emit('duplicate.killed', { account: dup.account, pid: dup.pid, forced });
+    const { forced, gone } = await terminateProcess(dup, account.stop.signal, account.stop.graceMs);
+    if (!gone) {
+      this.logger.error({ account: dup.account, pid: dup.pid }, 'a duplicate instance survived SIGKILL (uninterruptible sleep?); it stays reported');
+      return;
+    }
+    this.events.emit('duplicate.killed', { account: dup.account, pid: dup.pid, forced, cmdline: sanitizeLine(dup.cmdline, this.secrets()) });
     this.logger.warn({ account: dup.account, pid: dup.pid, forced }, 'duplicate instance killed');
   }
 }

@@ -4,7 +4,8 @@
  * storage or the lock backend unusable, or the data-dir lock lost.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import type { DB } from '../db/open.js';
+import type { Meta } from '../db/meta.js';
+import type { EventStore } from '../events/store.js';
 import type { DuplicateHunter } from './duplicates.js';
 import type { KeyPool } from '../keys/pool.js';
 import type { LockBackend } from '../db/locks.js';
@@ -29,7 +30,8 @@ export interface HealthSnapshot {
 }
 
 export interface HealthDeps {
-  db: DB;
+  meta: Meta;
+  events: EventStore;
   locks: LockBackend;
   daemonLock: DaemonLock;
   supervisor: Supervisor;
@@ -71,20 +73,16 @@ const NONCE_WINDOW_MS = 5 * 60_000;
 
 export class HealthService {
   private readonly loop: IntervalHistogram;
-  private readonly probe;
-  private readonly recentNonce;
 
   constructor(private readonly deps: HealthDeps) {
     this.loop = monitorEventLoopDelay({ resolution: 100 });
     this.loop.enable();
-    this.probe = deps.db.prepare<[string]>(`INSERT INTO meta (key, value) VALUES ('health_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`);
-    this.recentNonce = deps.db.prepare<[string]>(`SELECT account, count(*) AS n FROM events WHERE type = 'nonce.error' AND at > ? GROUP BY account ORDER BY account`);
   }
 
   async snapshot(): Promise<HealthSnapshot> {
     const checks: Check[] = [];
     try {
-      this.probe.run(new Date().toISOString());
+      this.deps.meta.probeWrite(new Date().toISOString());
       checks.push({ name: 'storage', status: 'ok', detail: 'SQLite writable' });
     } catch (err) {
       checks.push({ name: 'storage', status: 'failing', detail: `SQLite not writable: ${(err as Error).message}` });
@@ -115,7 +113,7 @@ export class HealthService {
     );
     try {
       const since = new Date((this.deps.now?.() ?? Date.now()) - NONCE_WINDOW_MS).toISOString();
-      const rows = this.recentNonce.all(since) as { account: string; n: number }[];
+      const rows = this.deps.events.rows.countByAccount('nonce.error', since);
       checks.push(
         rows.length === 0
           ? { name: 'nonce-errors', status: 'ok', detail: 'no nonce / API-key errors in the last 5 minutes' }

@@ -6,7 +6,7 @@
  * flood the event store.
  */
 import type { EventStore } from '../events/store.js';
-import { SUSPECT_PATTERNS, sanitizeLine } from './patterns.js';
+import { SUSPECT_PATTERNS, sanitizeLine } from '../output/patterns.js';
 
 export class SuspectScanner {
   private readonly last = new Map<string, { at: number; suppressed: number }>();

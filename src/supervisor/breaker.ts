@@ -1,10 +1,10 @@
 /**
- * The nonce-error circuit breaker of one bot (SPEC section 5): its compiled
+ * The nonce-error circuit breaker of one bot : its compiled
  * patterns, a sliding window of matches, and the decision to trip. It knows
  * nothing of processes or keys; the BotController acts on a trip.
  */
 import type { Account } from '../config/schema.js';
-import { compilePatterns, firstMatch, type CompiledPattern } from '../monitor/patterns.js';
+import { compilePatterns, firstMatch, type CompiledPattern } from '../output/patterns.js';
 
 export interface Hit {
   pattern: string;

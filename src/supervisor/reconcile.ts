@@ -19,6 +19,7 @@ export interface ReconcileDeps {
   locks: LockBackend;
   events: EventStore;
   logger: Logger;
+  exits: ExitPoller;
 }
 
 const EXIT_POLL_MS = 250;
@@ -59,34 +60,27 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
       d.logger.warn({ account: inst.account, pid: inst.pid }, 'a registered bot is alive but cannot be adopted');
       continue;
     }
-    let lock = locks.get(inst.account);
-    if (!lock || (lock.instanceId !== null && lock.instanceId !== inst.id)) {
-      // The lock row went missing (the daemon died mid-way): take it again, with the bot's key.
-      const res = await d.locks.acquire({
-        account: inst.account,
-        holder: bot.holderName,
-        brokerUsername: bot.account.brokerUsername,
-        isStale: () => true,
-        keys: inst.keyId !== null ? [inst.keyId] : undefined,
-      });
-      if (!res.ok) continue;
-      lock = res.lock;
-    }
-    await d.locks.attach(inst.account, lock.token, { instanceId: inst.id, pid: inst.pid, startTicks: inst.startTicks });
+    const lock = locks.get(inst.account);
     const pid = inst.pid;
-    bot.adopt(
-      {
-        instanceId: inst.id,
-        pid,
-        pgid: inst.pgid ?? pid,
-        startTicks: inst.startTicks,
-        startedAt: inst.startedAt,
-        keyId: inst.keyId,
-        logPath: inst.logPath ?? bot.logPath,
-        exited: pollExit(pid, inst.startTicks),
-      },
-      { ...lock, instanceId: inst.id, pid, startTicks: inst.startTicks },
-    );
+    try {
+      // A lock row that went missing (the daemon died mid-way) is taken again, with the bot's key.
+      await bot.adopt(
+        {
+          instanceId: inst.id,
+          pid,
+          pgid: inst.pgid ?? pid,
+          startTicks: inst.startTicks,
+          startedAt: inst.startedAt,
+          keyId: inst.keyId,
+          logPath: inst.logPath ?? bot.logPath,
+          exited: d.exits.watch(pid, inst.startTicks),
+        },
+        lock && (lock.instanceId === null || lock.instanceId === inst.id) ? lock : null,
+      );
+    } catch (err) {
+      d.logger.error({ err, account: inst.account, pid }, 'could not take the lock of a live bot; the duplicate hunter judges it');
+      continue;
+    }
     adopted.push(inst.account);
   }
 
@@ -98,9 +92,7 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
   }
 
   // Bots that were up when the last daemon went away and are not any more: apply their restart policy.
-  for (const bot of bots.values()) {
-    if (!bot.live && bot.wasActive) await bot.recoverDead();
-  }
+  for (const bot of bots.values()) await bot.recoverDead();
   if (adopted.length + dead.length > 0) d.logger.info({ adopted, dead }, 'registry reconciled with /proc');
   return { adopted, dead };
 }
@@ -120,30 +112,41 @@ function findByInstance(ids: Set<string>): Map<string, ProcStat> {
 
 /**
  * An adopted bot is not our child: its exit is noticed by polling its identity.
- * One timer serves every adopted bot (50 bots: 200 small /proc reads a second).
+ * One timer per daemon serves every adopted bot (50 bots: 200 small /proc reads a second).
  */
-const watched = new Map<number, { handle: StatHandle | null; startTicks: number | null; resolve: (s: ExitStatus) => void }>();
-let pollTimer: NodeJS.Timeout | null = null;
+export class ExitPoller {
+  private readonly watched = new Map<number, { handle: StatHandle | null; startTicks: number | null; resolve: (s: ExitStatus) => void }>();
+  private timer: NodeJS.Timeout | null = null;
 
-export function pollExit(pid: number, startTicks: number | null): Promise<ExitStatus> {
-  return new Promise((resolve) => {
-    // A held-open /proc/<pid>/stat where possible: one pread per check, immune to pid reuse.
-    const handle = openStatHandle(pid, startTicks);
-    watched.set(pid, { handle, startTicks, resolve });
-    pollTimer ??= setInterval(pollAll, EXIT_POLL_MS).unref();
-  });
-}
+  constructor(private readonly intervalMs = EXIT_POLL_MS) {}
 
-function pollAll(): void {
-  for (const [pid, w] of watched) {
-    if (w.handle ? w.handle.alive() : HAS_PROC ? false : isAlive(pid, w.startTicks)) continue;
-    w.handle?.close();
-    watched.delete(pid);
-    // Not our child: its exit code went to its new parent, so it is unknown here.
-    w.resolve({ code: null, signal: null });
+  watch(pid: number, startTicks: number | null): Promise<ExitStatus> {
+    return new Promise((resolve) => {
+      // A held-open /proc/<pid>/stat where possible: one pread per check, immune to pid reuse.
+      const handle = openStatHandle(pid, startTicks);
+      this.watched.set(pid, { handle, startTicks, resolve });
+      this.timer ??= setInterval(() => this.pollAll(), this.intervalMs).unref();
+    });
   }
-  if (watched.size === 0 && pollTimer) {
-    clearInterval(pollTimer);
-    pollTimer = null;
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const w of this.watched.values()) w.handle?.close();
+    this.watched.clear();
+  }
+
+  private pollAll(): void {
+    for (const [pid, w] of this.watched) {
+      if (w.handle ? w.handle.alive() : isAlive(pid, w.startTicks)) continue;
+      w.handle?.close();
+      this.watched.delete(pid);
+      // Not our child: its exit code went to its new parent, so it is unknown here.
+      w.resolve({ code: null, signal: null });
+    }
+    if (this.watched.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
   }
 }

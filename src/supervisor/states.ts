@@ -74,3 +74,11 @@ export const STATE_EVENT = {
   backoff: 'bot.backoff',
   fatal: 'bot.fatal',
 } as const satisfies { [S in BotState]: string };
+
+/** Why a bot is being stopped (`bot.stopping` reason). */
+export const STOP_REASONS = ['request', 'rotation', 'duplicate', 'shutdown', 'fence'] as const;
+export type StopReason = (typeof STOP_REASONS)[number];
+
+/** Why a bot went FATAL (`bot.fatal` reason). */
+export const FATAL_REASONS = ['exited-early', 'too-many-failures', 'spawn-failed', 'nonce-errors', 'keys-exhausted', 'lease-lost'] as const;
+export type FatalReason = (typeof FATAL_REASONS)[number];

@@ -8,10 +8,11 @@ import { ACCOUNT_ID_RE, type Account, type Config } from '../config/schema.js';
 import type { LockBackend } from '../db/locks.js';
 import type { Registry } from '../db/registry.js';
 import { Errors } from '../errors.js';
-import { isAlive } from '../proc/procfs.js';
 import type { EventStore } from '../events/store.js';
 import type { KeyPool } from '../keys/pool.js';
-import { BotController, type BotView, type StopReason } from './bot.js';
+import { BotController, type BotView } from './bot.js';
+import { isStaleLock } from './lease.js';
+import type { StopReason } from './states.js';
 
 export interface SupervisorDeps {
   registry: Registry;
@@ -25,6 +26,8 @@ export interface SupervisorDeps {
   /** The daemon's own environment; secrets and the API token are removed before a bot sees it. */
   env: NodeJS.ProcessEnv;
   keys: KeyPool;
+  /** Wraps a bot's argv so it dies with the daemon (PostgreSQL mode). */
+  wrapCommand?: (command: string[]) => string[];
 }
 
 type LineHandler = (account: string, line: string) => void;
@@ -85,8 +88,7 @@ export class Supervisor {
     for (const lock of await this.deps.locks.list()) {
       const bot = this.bots.get(lock.account);
       if (bot && bot.lockToken === lock.token) continue;
-      const stale = lock.pid === null ? lock.holder !== this.deps.holder : !isAlive(lock.pid, lock.startTicks);
-      if (!stale || !(await this.deps.locks.release(lock.account, lock.token))) continue;
+      if (!this.deps.locks.isLocal(lock) || !isStaleLock(lock, this.deps.holder) || !(await this.deps.locks.release(lock.account, lock.token))) continue;
       removed++;
       this.deps.events.emit('lock.stale_removed', { account: lock.account, holder: lock.holder, pid: lock.pid, token: lock.token });
       this.deps.logger.warn({ account: lock.account, pid: lock.pid, holder: lock.holder }, 'stale lock removed');
@@ -171,10 +173,15 @@ export class Supervisor {
       holder: d.holder,
       daemonId: d.daemonId,
       logsDir: d.logsDir,
+      now: () => d.clock.now(),
+      wrapCommand: d.wrapCommand ?? ((c) => c),
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
       baseEnv: () => this.baseEnv(),
       beforeStart: (account) => this.startGuard(account),
-      keys: d.keys,
+      candidates: (account) => d.keys.candidates(account),
+      keyEnv: (account, keyId) => d.keys.envFor(account, keyId),
+      secretValues: () => d.keys.secretValues(),
+      countNonceError: (keyId) => d.keys.countNonceError(keyId),
       onLine: (account, line) => {
         for (const h of [...this.lineHandlers]) h(account, line);
       },

@@ -101,3 +101,23 @@ function send(pid: number, signal: NodeJS.Signals): void {
     // ESRCH: already gone, which is what we want.
   }
 }
+
+/**
+ * The same signal -> grace -> SIGKILL for one process that is not a bot we own (a duplicate
+ * started by hand): only that process, never its group (it may share one with the user's shell),
+ * identity re-checked before every signal. Resolves once it is gone (or after the kill wait).
+ */
+export async function terminateProcess(p: { pid: number; startTicks: number }, signal: NodeJS.Signals, graceMs: number): Promise<TerminateResult & { gone: boolean }> {
+  const same = () => {
+    const st = readStat(p.pid);
+    return st !== null && st.startTicks === p.startTicks && st.state !== 'Z' && st.state !== 'X';
+  };
+  const deadline = Date.now() + graceMs;
+  if (same()) send(p.pid, signal);
+  while (same() && Date.now() < deadline) await sleep(Math.min(POLL_MS, Math.max(1, deadline - Date.now())));
+  if (!same()) return { forced: false, gone: true };
+  send(p.pid, 'SIGKILL');
+  const killUntil = Date.now() + KILL_WAIT_MS;
+  while (same() && Date.now() < killUntil) await sleep(POLL_MS);
+  return { forced: true, gone: !same() };
+}

@@ -1,6 +1,6 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { maskSecrets } from '../../monitor/patterns.js';
-import { lastLines } from '../../monitor/tailer.js';
+import { maskSecrets } from '../../output/patterns.js';
+import { lastLines } from '../../output/tailer.js';
 import { AccountParams, Bot, errorResponses, LogsQuery, StopBody } from '../schemas.js';
 
 const AUTH = { 401: ['UNAUTHORIZED'], 421: ['MISDIRECTED_REQUEST'] };
@@ -15,7 +15,7 @@ const START = errorResponses({
   503: ['LOCK_BACKEND_UNAVAILABLE', 'SHUTTING_DOWN'],
 });
 const STOP = errorResponses({ ...AUTH, 400: ['INVALID_ACCOUNT_ID', 'INVALID_BODY', 'BAD_REQUEST'], 404: ['UNKNOWN_ACCOUNT'], 413: ['BODY_TOO_LARGE'] });
-import type { ServerDeps } from '../server.js';
+import type { ServerDeps } from '../deps.js';
 
 export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
   const { supervisor } = deps;
@@ -61,14 +61,14 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
         websocket: true,
         schema: { tags: ['bots'], params: AccountParams, querystring: LogsQuery },
         // 404 before the upgrade, not a socket closed without a word.
-        preHandler: async (req) => void supervisor.get((req.params as { account: string }).account),
+        preHandler: async (req) => void supervisor.get((req.params).account),
       },
       (socket, req) => {
-        const { account } = req.params as { account: string };
+        const { account } = req.params;
         const bot = supervisor.get(account);
         // Secrets change only with a reload; per line this is on the output hot path.
         const secrets = deps.keys.secretValues();
-        const { lines } = req.query as { lines: number };
+        const { lines } = req.query;
         const tail = lastLines(bot.logPath, lines);
         for (const line of tail.split('\n').slice(0, -1)) socket.send(maskSecrets(line, secrets));
         const off = supervisor.onLine((acct, line) => {

@@ -2,7 +2,7 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { BotwardenEvent, EventFilter } from '../../events/types.js';
 import { matchesFilter } from '../../events/types.js';
 import { Event, EventsQuery } from '../schemas.js';
-import type { ServerDeps } from '../server.js';
+import type { ServerDeps } from '../deps.js';
 
 /** A client that does not read (buffer above this) is cut off rather than grow the daemon's memory. */
 const MAX_BUFFERED = 8 * 1024 * 1024;

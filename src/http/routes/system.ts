@@ -2,7 +2,7 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import { HealthService } from '../../monitor/health.js';
 import { bearer, tokenChecker } from '../guards.js';
 import { errorResponses, Health } from '../schemas.js';
-import type { ServerDeps } from '../server.js';
+import type { ServerDeps } from '../deps.js';
 
 export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
   const tokenMatches = tokenChecker(deps.token);

@@ -1,6 +1,6 @@
 /**
- * Line patterns: nonce / API-key errors per exchange (SPEC section 5), and
- * lines that betray a second instance somewhere (SPEC section 4). Codes are
+ * Line patterns: nonce / API-key errors per exchange , and
+ * lines that betray a second instance somewhere . Codes are
  * matched in their error context, never as bare numbers, so ordinary log
  * lines (prices, order ids, timestamps) do not trip them.
  */

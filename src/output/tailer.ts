@@ -5,7 +5,7 @@
  * bounded: past `maxBytes` it rotates copy-then-truncate, because the bot
  * holds the file open in append mode and cannot be asked to reopen it.
  */
-import { closeSync, copyFileSync, existsSync, fstatSync, openSync, readSync, renameSync, rmSync, truncateSync, watch, type FSWatcher } from 'node:fs';
+import { appendFileSync, closeSync, copyFileSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, rmSync, truncateSync, watch, type FSWatcher } from 'node:fs';
 
 export interface TailerOptions {
   maxBytes: number;
@@ -14,6 +14,8 @@ export interface TailerOptions {
   /** Start at the current end of the file (old lines are not rescanned). */
   fromEnd: boolean;
   pollMs?: number;
+  /** Told about failures that must not stop the tailing (a throwing line handler, a failed rotation). */
+  onError?: (what: string, err: unknown) => void;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -101,17 +103,44 @@ export class LogTailer {
   private emit(line: string): void {
     try {
       this.onLine(line.length > MAX_LINE ? line.slice(0, MAX_LINE) : line);
-    } catch {
-      // A scanner's bug must not stop the tailing.
+    } catch (err) {
+      // A scanner's bug must not stop the tailing, but it is told.
+      this.opts.onError?.('a line handler threw', err);
     }
   }
 
+  /**
+   * Copy-then-truncate without losing a line: the copy is cut back to what was scanned, then
+   * whatever the bot appended since is scanned and added to the copy in a loop, and the live
+   * file is truncated right after the last read. What is written between that last read and
+   * the ftruncate call itself (microseconds) is the only window left; see docs/operations.md.
+   */
   private rotate(): void {
+    let fd: number | null = null;
     try {
-      rotateCopyTruncate(this.path, this.opts.files);
+      shiftRotated(this.path, this.opts.files);
+      const rotated = `${this.path}.1`;
+      copyFileSync(this.path, rotated);
+      truncateSync(rotated, this.offset);
+      fd = openSync(this.path, 'r+');
+      for (let i = 0; i < 100; i++) {
+        const size = fstatSync(fd).size;
+        if (size <= this.offset) break;
+        while (this.offset < size) {
+          const n = readSync(fd, this.buf, 0, Math.min(CHUNK, size - this.offset), this.offset);
+          if (n <= 0) break;
+          appendFileSync(rotated, this.buf.subarray(0, n));
+          this.offset += n;
+          this.consume(this.buf.toString('utf8', 0, n));
+        }
+      }
+      ftruncateSync(fd, 0);
       this.offset = 0;
-    } catch {
+    } catch (err) {
       // Rotation is best effort; the next read tries again.
+      this.opts.onError?.('log rotation failed', err);
+    } finally {
+      if (fd !== null) closeSync(fd);
     }
   }
 
@@ -130,14 +159,12 @@ export class LogTailer {
   }
 }
 
-/** log -> log.1 -> ... -> log.N (dropped), by copy and truncate so the writer's fd stays valid. */
-export function rotateCopyTruncate(path: string, files: number): void {
+/** log.1 -> log.2 -> ... -> log.N (dropped), making room for a new log.1. */
+function shiftRotated(path: string, files: number): void {
   rmSync(`${path}.${files}`, { force: true });
   for (let i = files - 1; i >= 1; i--) {
     if (existsSync(`${path}.${i}`)) renameSync(`${path}.${i}`, `${path}.${i + 1}`);
   }
-  copyFileSync(path, `${path}.1`);
-  truncateSync(path, 0);
 }
 
 function sizeOf(path: string): number {

@@ -1,0 +1,21 @@
+/** What the HTTP adapter is given: the services, never the other way round. */
+import type { Logger } from 'pino';
+import type { EventStore } from '../events/store.js';
+import type { KeyPool } from '../keys/pool.js';
+import type { HealthService } from '../monitor/health.js';
+import type { Supervisor } from '../supervisor/supervisor.js';
+
+export interface ServerDeps {
+  supervisor: Supervisor;
+  keys: KeyPool;
+  events: EventStore;
+  health: HealthService;
+  token: string;
+  listenHost: string;
+  allowedHosts: readonly string[];
+  logger: Logger;
+  version: string;
+  /** Re-reads and applies the config; throws BotwardenError INVALID_CONFIG and changes nothing when invalid. */
+  reloadConfig: () => Promise<{ accounts: string[] }>;
+}
+

@@ -1,0 +1,94 @@
+/**
+ * One bot process from birth to death, with its records: spawn + registry row
+ * (intent first) + lock attach; terminate + recorded exit + `bot.exited`.
+ */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Account } from '../config/schema.js';
+import type { Registry } from '../db/registry.js';
+import type { EventStore } from '../events/store.js';
+import type { AccountLease } from './lease.js';
+import { spawnBot, type ExitStatus } from './spawn.js';
+import { terminate } from './terminate.js';
+
+/** A live process of this bot. Adopted ones (not our children) get `exited` from a poll. */
+export interface LiveInstance {
+  instanceId: string;
+  pid: number;
+  pgid: number;
+  startTicks: number | null;
+  startedAt: string;
+  keyId: string | null;
+  logPath: string;
+  exited: Promise<ExitStatus>;
+}
+
+export interface InstanceDeps {
+  registry: Registry;
+  events: EventStore;
+  daemonId: string;
+  now: () => number;
+  /** Wraps a bot's argv so it dies with the daemon (PostgreSQL mode), or leaves it as is. */
+  wrapCommand: (command: string[]) => string[];
+}
+
+export interface Launch {
+  account: Account;
+  keyId: string | null;
+  logPath: string;
+  env: Record<string, string>;
+}
+
+/** Spawns under the lease we hold: the instance row is written before the spawn, the pid after. */
+export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: Launch): Promise<LiveInstance> {
+  const instanceId = randomUUID();
+  const startedAt = new Date(d.now()).toISOString();
+  d.registry.createInstance({ id: instanceId, account: l.account.id, daemonId: d.daemonId, keyId: l.keyId, logPath: l.logPath, startedAt });
+  let spawned;
+  try {
+    spawned = await spawnBot({
+      command: d.wrapCommand(l.account.command),
+      cwd: l.account.cwd,
+      env: { ...l.env, BOTWARDEN_ACCOUNT: l.account.id, BOTWARDEN_INSTANCE: instanceId },
+      logPath: l.logPath,
+    });
+  } catch (err) {
+    d.registry.markExited(instanceId, { code: null, signal: null, forced: false, endedAt: startedAt });
+    throw err;
+  }
+  d.registry.markSpawned(instanceId, spawned.pid, spawned.startTicks, spawned.pgid);
+  const inst: LiveInstance = { instanceId, pid: spawned.pid, pgid: spawned.pgid, startTicks: spawned.startTicks, startedAt, keyId: l.keyId, logPath: l.logPath, exited: spawned.exited };
+  try {
+    await lease.attach({ instanceId, pid: inst.pid, startTicks: inst.startTicks });
+  } catch (err) {
+    // The lock could not record the process: it must not run unrecorded.
+    await endInstance(d, l.account, inst, { graceMs: 0 });
+    throw err;
+  }
+  return inst;
+}
+
+export interface Ended {
+  status: ExitStatus;
+  forced: boolean;
+  at: string;
+}
+
+/**
+ * Ends the instance's whole tree (signal, grace, SIGKILL) and records its exit. `known` is the
+ * leader's status when it already exited; otherwise it follows at once for our child (a poll for
+ * adopted bots).
+ */
+export async function endInstance(d: InstanceDeps, account: Account, inst: LiveInstance, o: { graceMs: number; known?: ExitStatus }): Promise<Ended> {
+  const { forced } = await terminate(
+    { instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks, exited: inst.exited },
+    account.stop.signal,
+    o.graceMs,
+  );
+  const unknown: ExitStatus = { code: null, signal: forced ? 'SIGKILL' : null };
+  const status = o.known ?? (await Promise.race([inst.exited, sleep(2000, unknown, { ref: false })]));
+  const at = new Date(d.now()).toISOString();
+  d.registry.markExited(inst.instanceId, { code: status.code, signal: status.signal, forced, endedAt: at });
+  d.events.emit('bot.exited', { account: account.id, pid: inst.pid, instanceId: inst.instanceId, code: status.code, signal: status.signal, forced });
+  return { status, forced, at };
+}

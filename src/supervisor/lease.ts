@@ -1,0 +1,147 @@
+/**
+ * An account's lock (and the API key leased with it), taken and released in
+ * this one place, whatever the backend. The stale-lock rule lives here too:
+ * the controller's start, the periodic sweep and the boot reconcile all ask
+ * `isStaleLock`.
+ */
+import type { Logger } from 'pino';
+import type { Account } from '../config/schema.js';
+import type { LockBackend, LockRow } from '../db/locks.js';
+import { Errors, isBotwardenError, isDiskFull, LockBackendError, type LockFacts } from '../errors.js';
+import type { EventStore } from '../events/store.js';
+import { isAlive } from '../proc/procfs.js';
+
+/**
+ * A lock row is stale when its process is dead or its pid now belongs to another process
+ * (start time differs), or when it never got a process and belongs to another daemon.
+ */
+export function isStaleLock(row: LockRow, ownHolder: string): boolean {
+  return row.pid === null ? row.holder !== ownHolder : !isAlive(row.pid, row.startTicks);
+}
+
+export interface LeaseDeps {
+  locks: LockBackend;
+  events: EventStore;
+  logger: Logger;
+  holder: string;
+  /** The account's key candidates in order (missing ones left out); undefined: no pool. */
+  candidates: (account: Account) => string[] | undefined;
+}
+
+export class AccountLease {
+  private lock: LockRow | null = null;
+  private key: string | null = null;
+
+  constructor(
+    private readonly d: LeaseDeps,
+    private readonly accountOf: () => Account,
+  ) {}
+
+  get row(): LockRow | null {
+    return this.lock;
+  }
+
+  get token(): number | null {
+    return this.lock?.token ?? null;
+  }
+
+  get keyId(): string | null {
+    return this.key;
+  }
+
+  /** The facts a 409 and the Bot view carry, completed with the live process. */
+  facts(live: { pid: number; startedAt: string } | null): LockFacts | null {
+    const l = this.lock;
+    if (!l) return null;
+    return { holder: l.holder, host: l.host, since: live?.startedAt ?? l.createdAt, token: l.token, pid: live?.pid ?? l.pid };
+  }
+
+  /**
+   * Takes the account's lock and, with a key pool, a key in the same transaction.
+   * `reclaim`: boot re-takes the lock of a bot it adopts, with that bot's own key.
+   */
+  async acquire(opts: { nowMs: number; reclaim?: { keyId: string | null } }): Promise<void> {
+    const account = this.accountOf();
+    let res;
+    try {
+      res = await this.d.locks.acquire({
+        account: account.id,
+        holder: this.d.holder,
+        brokerUsername: account.brokerUsername,
+        isStale: opts.reclaim ? () => true : (row) => isStaleLock(row, this.d.holder),
+        keys: opts.reclaim ? (opts.reclaim.keyId !== null ? [opts.reclaim.keyId] : undefined) : this.d.candidates(account),
+        nowMs: opts.nowMs,
+      });
+    } catch (err) {
+      throw backendError(err);
+    }
+    if (!res.ok && 'noFreeKey' in res) throw Errors.noFreeKey(account.id, account.keys?.pool ?? []);
+    if (!res.ok) {
+      const h = res.heldBy;
+      throw Errors.accountLocked(account.name, h.brokerUsername || account.brokerUsername, { holder: h.holder, host: h.host, since: h.createdAt, token: h.token, pid: h.pid });
+    }
+    if (res.staleRemoved) {
+      const s = res.staleRemoved;
+      this.d.events.emit('lock.stale_removed', { account: account.id, holder: s.holder, pid: s.pid, token: s.token });
+    }
+    this.lock = res.lock;
+    this.key = res.keyId;
+    this.d.events.emit('lock.acquired', { account: account.id, holder: res.lock.holder, token: res.lock.token, keyId: res.keyId, ...(opts.reclaim ? { reclaimed: true } : {}) });
+  }
+
+  /** Boot: a live bot's lock row is still there; keep it as ours. */
+  keep(lock: LockRow, keyId: string | null): void {
+    this.lock = lock;
+    this.key = keyId;
+  }
+
+  /** Records the spawned process on the lock (fenced by token). */
+  async attach(p: { instanceId: string; pid: number; startTicks: number | null }): Promise<void> {
+    const lock = this.lock;
+    if (!lock) throw new Error(`attach without a lock for ${this.accountOf().id}`);
+    Object.assign(lock, p);
+    try {
+      await this.d.locks.attach(lock.account, lock.token, p);
+    } catch (err) {
+      throw backendError(err);
+    }
+  }
+
+  /** Rotation: cools `from` down and leases the next free key under the lock we hold. Null: none left. */
+  async rotateKey(coolUntilMs: number, nowMs: number): Promise<string | null> {
+    const lock = this.lock;
+    const from = this.key;
+    if (!lock || from === null) return null;
+    const to = await this.d.locks.rotateKey(lock.account, lock.token, from, coolUntilMs, this.d.candidates(this.accountOf()) ?? [], nowMs);
+    this.key = to;
+    return to;
+  }
+
+  /** Releases our lock (and key); a failure is logged, never thrown: the process is already gone. */
+  async release(): Promise<void> {
+    const lock = this.lock;
+    if (!lock) return;
+    this.lock = null;
+    this.key = null;
+    try {
+      await this.d.locks.release(lock.account, lock.token);
+    } catch (err) {
+      this.d.logger.error({ err, account: lock.account }, 'could not release the account lock');
+    }
+    this.d.events.emit('lock.released', { account: lock.account, token: lock.token });
+  }
+
+  /** The backend told us the lease is gone (fenced): forget it without touching the database. */
+  forget(): void {
+    this.lock = null;
+    this.key = null;
+  }
+}
+
+/** A backend failure becomes 503 LOCK_BACKEND_UNAVAILABLE, a full disk 507; coded errors pass; anything else is a bug and stays itself. */
+function backendError(err: unknown): unknown {
+  if (isBotwardenError(err)) return err;
+  if (isDiskFull(err)) return Errors.storageFull((err as Error).message, err);
+  if (err instanceof LockBackendError) return Errors.lockBackendUnavailable(err.message, err);
+  return err;
+}

@@ -1,0 +1,36 @@
+/** The controller's dependencies and its public view of a bot. */
+import type { Clock } from '../clock.js';
+import type { Account } from '../config/schema.js';
+import type { LastExit } from '../db/registry.js';
+import type { LockFacts } from '../errors.js';
+import type { InstanceDeps } from './instance.js';
+import type { LeaseDeps } from './lease.js';
+import type { OutputDeps } from './output.js';
+import type { BotState } from './states.js';
+
+export interface BotDeps extends InstanceDeps, LeaseDeps, OutputDeps {
+  clock: Clock;
+  logsDir: string;
+  /** The environment every bot inherits (the daemon's, minus secrets). */
+  baseEnv: () => Record<string, string>;
+  /** The leased key pair under the account's variable names (only for the spawn). */
+  keyEnv: (account: Account, keyId: string) => Record<string, string>;
+  /** Runs before a start takes the lock: ends or refuses live duplicates of the account. */
+  beforeStart: (account: Account) => Promise<void>;
+}
+
+export interface BotView {
+  account: string;
+  name: string;
+  broker: string;
+  brokerUsername: string;
+  state: BotState;
+  pid: number | null;
+  instanceId: string | null;
+  startedAt: string | null;
+  restarts: number;
+  keyId: string | null;
+  lastExit: LastExit | null;
+  nonceErrors: { inWindow: number; total: number };
+  lock: LockFacts | null;
+}
