@@ -122,6 +122,8 @@ program
 
 program.command('health').description('daemon health (exit 1 when failing)').action(client((c, o) => cmd.health(c, o)));
 program.command('keys').description('API keys: free, leased, cooling or missing').action(client((c, o) => cmd.keys(c, o)));
+program.command('leases').description('every account lease on the shared database (PostgreSQL mode)').action(client((c, o) => cmd.leases(c, o)));
+program.command('dashboard').description('print the dashboard URL, with the token in its fragment').action(client(async (c, o) => cmd.dashboardUrl(c, o)));
 
 try {
   await program.parseAsync(process.argv);

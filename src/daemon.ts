@@ -26,6 +26,7 @@ import { DuplicateHunter } from './monitor/duplicates.js';
 import { duplicatesCheck, HealthService, keysCheck } from './monitor/health.js';
 import { KeyPool } from './keys/pool.js';
 import { SuspectScanner } from './monitor/suspects.js';
+import { openPgMode, type PgMode } from './pg-mode.js';
 import { ExitPoller, reconcile } from './supervisor/reconcile.js';
 import { Supervisor } from './supervisor/supervisor.js';
 import { ensureToken } from './token.js';
@@ -80,10 +81,12 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
   assertSupportedPlatform();
   const env = opts.env ?? process.env;
   const settings = resolveSettings(opts.flags ?? {}, env, opts.cwd);
-  const config = opts.config ?? loadConfigFile(settings.configPath);
+  const logger = opts.logger ?? createLogger(settings.logLevel, opts.logDestination);
+  // The env file first: config strings may say ${NAME} and take it from there.
+  const secretEnv = loadEnvFile(settings.envFile, env, logger);
+  const config = opts.config ?? loadConfigFile(settings.configPath, secretEnv);
   const listen = effectiveListen(settings, config);
   const clock = opts.clock ?? realClock;
-  const logger = opts.logger ?? createLogger(settings.logLevel, opts.logDestination);
 
   mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
   const logsDir = path.join(settings.dataDir, 'logs');
@@ -91,17 +94,20 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
   const daemonLock = acquireDaemonLock(settings.dataDir);
 
   let db: DB | undefined;
+  let pg: PgMode | null = null;
   try {
     db = openDatabase(path.join(settings.dataDir, 'botwarden.db'));
-    const secretEnv = loadEnvFile(settings.envFile, env, logger);
     const { token } = ensureToken(settings.dataDir, settings.token);
     const daemonId = randomUUID().slice(0, 8);
+    const name = config.daemon.name ?? hostname();
     const holder = `${daemonId}@${hostname()}`;
     const events = new EventStore(db, () => clock.now(), logger.child({ module: 'events' }));
     const registry = new Registry(db);
-    const locks = new SqliteLockBackend(db, () => clock.now());
+    pg = config.lock.backend === 'postgres' ? await openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger }) : null;
+    const locks = pg?.locks ?? new SqliteLockBackend(db, () => clock.now());
     const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
-    const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv, keys });
+    const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv, keys, ...(pg ? { wrapCommand: pg.wrapCommand } : {}) });
+    pg?.attach(supervisor, events);
     const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues());
     const startedAt = Date.now();
     const health = new HealthService({ meta: new Meta(db), events, locks, daemonLock, supervisor, version: VERSION, startedAt, now: () => clock.now(), extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys)] });
@@ -121,7 +127,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       if (opts.config && !existsSync(settings.configPath)) throw Errors.badRequest('This daemon was given its config as an object; there is no file to reload.');
       let next;
       try {
-        next = loadConfigFile(settings.configPath);
+        next = loadConfigFile(settings.configPath, secretEnv);
       } catch (err) {
         if (err instanceof ConfigError) throw Errors.invalidConfig(err.problems);
         throw err;
@@ -145,6 +151,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       logger,
       version: VERSION,
       reloadConfig,
+      leases: () => pg?.locks.leases() ?? [],
     });
     await app.listen({ host: listen.host, port: listen.port });
     const addr = app.server.address();
@@ -181,6 +188,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
         health.close();
         exits.close();
+        await pg?.close();
         db?.close();
         daemonLock.release();
         logger.info('daemon stopped');
@@ -207,13 +215,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       });
     }
 
-    events.emit('daemon.started', { pid: process.pid, version: VERSION, url, daemonId });
+    events.emit('daemon.started', { pid: process.pid, version: VERSION, url, daemonId, name });
     logger.info(
       { url, dataDir: settings.dataDir, config: config.source, accounts: [...config.accounts.keys()], startupMs: Math.round(performance.now()), reconcileMs: Math.round(reconcileMs) },
       'botwarden listening',
     );
     return { settings, supervisor, events, db, logger, token, address: { host: listen.host, port }, url, daemonId, shutdown };
   } catch (err) {
+    await pg?.close();
     db?.close();
     daemonLock.release();
     throw err;

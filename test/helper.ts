@@ -27,7 +27,7 @@ export function fixture(name: string, extra: string[] = []): string[] {
   return ['node', path.join(FIXTURES, name), ...extra];
 }
 
-export function makeConfig(raw: { daemon?: object; keys?: object; accounts: Record<string, Record<string, unknown>> }): Config {
+export function makeConfig(raw: { daemon?: object; keys?: object; lock?: object; alerts?: object; accounts: Record<string, Record<string, unknown>> }): Config {
   const accounts: Record<string, Record<string, unknown>> = {};
   for (const [id, a] of Object.entries(raw.accounts)) {
     accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env) ?? {}) } };

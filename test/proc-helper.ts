@@ -8,10 +8,10 @@ import { ROOT, TEST_TAG, waitFor } from './helper.js';
 
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
 
-export function writeConfig(dir: string, raw: { daemon?: object; keys?: object; accounts: Record<string, Record<string, unknown>> }): string {
+export function writeConfig(dir: string, raw: { daemon?: object; keys?: object; lock?: object; alerts?: object; accounts: Record<string, Record<string, unknown>> }, name = "botwarden.yaml"): string {
   const accounts: Record<string, Record<string, unknown>> = {};
   for (const [id, a] of Object.entries(raw.accounts)) accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env) ?? {}) } };
-  const file = path.join(dir, 'botwarden.yaml');
+  const file = path.join(dir, name);
   writeFileSync(file, stringify({ ...raw, accounts }));
   return file;
 }

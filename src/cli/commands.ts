@@ -217,3 +217,33 @@ async function followSocket(c: Client, path: () => string, onMessage: (m: string
     c.relocate();
   }
 }
+
+interface LeaseRow {
+  account: string;
+  holder: string;
+  host: string;
+  since: string;
+  expiresAt: string;
+  token: number;
+  mine: boolean;
+}
+
+export async function leases(c: Client, out: Out): Promise<void> {
+  const { body } = await c.call<{ leases: LeaseRow[] }>('GET', '/leases');
+  if (out.json) return out.write(json(body));
+  if (body.leases.length === 0) return out.write('no leases (SQLite mode, or no account is held)\n');
+  const now = Date.now();
+  out.write(
+    table(
+      ['ACCOUNT', 'HOLDER', 'HOST', 'SINCE', 'EXPIRES IN', 'TOKEN', 'MINE'],
+      body.leases.map((l) => [l.account, l.holder, l.host, since(l.since), human(Date.parse(l.expiresAt) - now), String(l.token), l.mine ? 'yes' : 'no']),
+      useColor(),
+    ),
+  );
+}
+
+/** The dashboard URL with the token in its fragment (never sent to a server, never in a log). */
+export function dashboardUrl(c: Client, out: Out): void {
+  const url = `${c.target.url}/#token=${encodeURIComponent(c.target.token ?? '')}`;
+  out.write(out.json ? json({ url }) : `${url}\n`);
+}

@@ -6,8 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { parseDocument } from 'yaml';
-import { NONCE_PRESETS } from '../output/patterns.js';
-import { ACCOUNT_ID_RE, AccountConfig, ConfigFile, type Account, type Config } from './schema.js';
+import { ACCOUNT_ID_RE, AccountConfig, AlertTarget, ConfigFile, FENCE_KILL_MS, FENCE_SLACK_MS, NONCE_PRESET_NAMES, type Account, type Config } from './schema.js';
 
 export class ConfigError extends Error {
   readonly problems: string[];
@@ -19,7 +18,7 @@ export class ConfigError extends Error {
 }
 
 /** Reads and validates a YAML config file. Throws ConfigError listing every problem. */
-export function loadConfigFile(file: string): Config {
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Config {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -30,23 +29,28 @@ export function loadConfigFile(file: string): Config {
   if (doc.errors.length > 0) {
     throw new ConfigError(file, doc.errors.map((e) => `YAML: ${e.message.split('\n')[0]}`));
   }
-  return parseConfig(doc.toJS() ?? {}, { source: file, baseDir: path.dirname(path.resolve(file)) });
+  return parseConfig(doc.toJS() ?? {}, { source: file, baseDir: path.dirname(path.resolve(file)), env });
 }
 
 /** Validates a config object (the injectable source: tests pass objects). */
-export function parseConfig(raw: unknown, opts: { source?: string | null; baseDir: string }): Config {
+export function parseConfig(raw: unknown, opts: { source?: string | null; baseDir: string; env?: NodeJS.ProcessEnv }): Config {
   const source = opts.source ?? null;
   const where = source ?? 'object';
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(where, ['/: the config must be a mapping with daemon, keys and accounts']);
   }
-  const value = Value.Default(ConfigFile, structuredClone(raw)) as { accounts?: unknown };
+  const problems: string[] = [];
+  const substituted = substitute(structuredClone(raw), opts.env ?? process.env, '', problems);
+  const value = Value.Default(ConfigFile, substituted) as { accounts?: unknown; alerts?: unknown };
   // Value.Default does not descend into Record values: fill each account's defaults here.
   if (value.accounts && typeof value.accounts === 'object' && !Array.isArray(value.accounts)) {
     const accs = value.accounts as Record<string, unknown>;
     for (const id of Object.keys(accs)) accs[id] = Value.Default(AccountConfig, accs[id]);
   }
-  const problems: string[] = [];
+  if (value.alerts && typeof value.alerts === 'object' && !Array.isArray(value.alerts)) {
+    const al = value.alerts as Record<string, unknown>;
+    for (const id of Object.keys(al)) al[id] = Value.Default(AlertTarget, al[id]);
+  }
   const seen = new Set<string>();
   for (const e of Value.Errors(ConfigFile, value)) {
     const at = e.path || '/';
@@ -71,11 +75,11 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     }
     const patterns: unknown = isObject(acc.nonceErrors) ? acc.nonceErrors.patterns : undefined;
     for (const [i, spec] of (Array.isArray(patterns) ? patterns : []).entries()) {
-      if (typeof spec !== 'string' || spec in NONCE_PRESETS) continue;
+      if (typeof spec !== 'string' || (NONCE_PRESET_NAMES as readonly string[]).includes(spec)) continue;
       try {
         new RegExp(spec);
       } catch (err) {
-        problems.push(`${at}/nonceErrors/patterns/${i}: neither a preset (${Object.keys(NONCE_PRESETS).join(', ')}) nor a valid regular expression (${(err as Error).message})`);
+        problems.push(`${at}/nonceErrors/patterns/${i}: neither a preset (${NONCE_PRESET_NAMES.join(', ')}) nor a valid regular expression (${(err as Error).message})`);
       }
     }
     const r = acc.restart;
@@ -96,7 +100,12 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
   }
   if (isObject(file.lock) && file.lock.backend === 'postgres') {
     // Never fall back silently to local locks when the operator asked for shared ones.
-    problems.push('/lock/backend: the postgres lease backend (several machines) is not available in this version; remove `lock` to use local SQLite locks');
+    if (!file.lock.url) problems.push('/lock/url: the postgres backend needs a connection URL (e.g. url: ${BOTWARDEN_PG_URL})');
+    problems.push(...fenceBudgetProblems(file));
+  }
+  for (const [name, t] of Object.entries(isObject(file.alerts) ? file.alerts : {})) {
+    if (isObject(t) && t.format === 'telegram' && !t.chatId) problems.push(`/alerts/${name}/chatId: telegram needs the chat id`);
+    if (isObject(t) && typeof t.url === 'string' && !/^https?:\/\//.test(t.url)) problems.push(`/alerts/${name}/url: must be an http(s) URL`);
   }
   if (isObject(file.daemon) && typeof file.daemon.listen === 'string') {
     try {
@@ -106,7 +115,45 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     }
   }
   if (problems.length > 0) throw new ConfigError(where, problems);
-  return { daemon: file.daemon, keys: file.keys, accounts, source };
+  return { daemon: file.daemon, lock: file.lock, alerts: file.alerts, keys: file.keys, accounts, source };
+}
+
+/**
+ * PostgreSQL mode: a daemon that cannot renew must stop its bot before the lease can expire and be
+ * granted elsewhere. So graceMs + kill time + slack + 2 x renewMs must stay below leaseMs.
+ */
+function fenceBudgetProblems(file: ConfigFile): string[] {
+  const { leaseMs, renewMs } = file.lock;
+  const out: string[] = [];
+  for (const [id, acc] of Object.entries(isObject(file.accounts) ? file.accounts : {})) {
+    const grace = isObject(acc) && isObject(acc.stop) && typeof acc.stop.graceMs === 'number' ? acc.stop.graceMs : 30000;
+    const need = grace + FENCE_KILL_MS + FENCE_SLACK_MS + 2 * renewMs;
+    if (need >= leaseMs) {
+      out.push(
+        `/accounts/${id}/stop/graceMs: in postgres mode the stop budget must fit in the lease: graceMs ${grace} + kill ${FENCE_KILL_MS} + slack ${FENCE_SLACK_MS} + 2 x renewMs ${renewMs} = ${need} ms >= leaseMs ${leaseMs}; lower graceMs or renewMs, or raise lock.leaseMs`,
+      );
+    }
+  }
+  return out;
+}
+
+/** Replaces ${NAME} in every string with the variable's value; a missing one is a problem. */
+function substitute(v: unknown, env: NodeJS.ProcessEnv, at: string, problems: string[]): unknown {
+  if (typeof v === 'string') {
+    return v.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
+      const value = env[name];
+      if (value === undefined) {
+        problems.push(`${at || '/'}: \${${name}} is not set in the environment or the env file`);
+        return '';
+      }
+      return value;
+    });
+  }
+  if (Array.isArray(v)) return v.map((x, i) => substitute(x, env, `${at}/${i}`, problems));
+  if (isObject(v)) {
+    for (const k of Object.keys(v)) v[k] = substitute(v[k], env, `${at}/${k}`, problems);
+  }
+  return v;
 }
 
 export interface ListenAddress {

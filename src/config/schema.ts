@@ -5,6 +5,10 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 
+/** The nonce-error presets an account may name (their patterns live in output/patterns.ts). */
+export const NONCE_PRESET_NAMES = ['kraken', 'binance', 'bitfinex', 'kucoin', 'coinbase', 'bybit', 'okx', 'ccxt'] as const;
+export type NoncePresetName = (typeof NONCE_PRESET_NAMES)[number];
+
 export const ACCOUNT_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 export const ACCOUNT_ID_RE = new RegExp(ACCOUNT_ID_PATTERN);
 const ENV_NAME = '^[A-Za-z_][A-Za-z0-9_]*$';
@@ -71,7 +75,9 @@ export const AccountConfig = Type.Object(
 
 export const DaemonConfig = Type.Object(
   {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
     listen: Type.Optional(Type.String({ minLength: 1 })),
+    minFreeBytes: Type.Integer({ minimum: 0, default: 200 * 1024 * 1024 }),
     scanIntervalMs: Ms(1000, 50),
     healthIntervalMs: Ms(5000, 100),
     onShutdown: Type.Union([Type.Literal('stop-bots'), Type.Literal('leave-running')], { default: 'stop-bots' }),
@@ -88,14 +94,35 @@ export const DaemonConfig = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
-/** SPEC section 9. Only `sqlite` (one machine) is built; `postgres` is refused clearly, never ignored. */
+/** Where account locks and key leases live: SQLite (one machine) or PostgreSQL leases (several). */
 export const LockConfig = Type.Object(
   {
     backend: Type.Union([Type.Literal('sqlite'), Type.Literal('postgres')], { default: 'sqlite' }),
-    url: Type.Optional(Type.String()),
+    url: Type.Optional(Type.String({ minLength: 1 })),
+    leaseMs: Ms(15000, 1000),
+    renewMs: Ms(3000, 100),
   },
   { additionalProperties: false, default: {} },
 );
+
+export const ALERT_FORMATS = ['generic', 'slack', 'discord', 'telegram', 'ntfy'] as const;
+
+export const AlertTarget = Type.Object(
+  {
+    format: Type.Union(ALERT_FORMATS.map((f) => Type.Literal(f))),
+    url: Type.String({ minLength: 1 }),
+    chatId: Type.Optional(Type.String({ minLength: 1 })),
+    events: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+    accounts: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+    minIntervalMs: Ms(60000),
+  },
+  { additionalProperties: false },
+);
+export type AlertTarget = Static<typeof AlertTarget>;
+
+/** Kill time and slack of the fence budget (docs/config.md): what a stop needs beyond its grace. */
+export const FENCE_KILL_MS = 2000;
+export const FENCE_SLACK_MS = 1000;
 
 export const ConfigFile = Type.Object(
   {
@@ -103,6 +130,7 @@ export const ConfigFile = Type.Object(
     lock: LockConfig,
     keys: Type.Record(Type.String({ pattern: ACCOUNT_ID_PATTERN }), KeyRef, { default: {} }),
     accounts: Type.Record(Type.String(), AccountConfig, { default: {} }),
+    alerts: Type.Record(Type.String({ pattern: ACCOUNT_ID_PATTERN }), AlertTarget, { default: {} }),
   },
   { additionalProperties: false },
 );
@@ -120,6 +148,8 @@ export interface Account extends Omit<AccountConfig, 'name'> {
 
 export interface Config {
   daemon: DaemonConfig;
+  lock: Static<typeof LockConfig>;
+  alerts: Record<string, AlertTarget>;
   keys: ConfigFile['keys'];
   accounts: Map<string, Account>;
   /** The file it came from, or null when passed as an object (tests). */

@@ -53,8 +53,12 @@ export interface KeyLease {
  */
 export interface LockBackend {
   readonly kind: 'sqlite' | 'postgres';
-  /** True when the row's pid is a process on this machine (so /proc can judge it). */
-  isLocal(row: LockRow): boolean;
+  /** True when the row was written by this daemon or an earlier run of it (boot may clean it up). */
+  isOurs(row: LockRow): boolean;
+  /** False once a lease we were granted is known lost (PostgreSQL: not renewed in time). */
+  stillHeld(account: string, token: number): boolean;
+  /** True when a process with this instance id runs under a live lease of any daemon (never a duplicate). */
+  isLeasedInstance(instanceId: string): Promise<boolean>;
   acquire(req: AcquireRequest): Promise<AcquireResult>;
   /** Records the spawned process on the lock we hold (fenced by token). */
   attach(account: string, token: number, proc: { instanceId: string; pid: number; startTicks: number | null }): Promise<void>;
@@ -251,7 +255,16 @@ export class SqliteLockBackend implements LockBackend {
     this.db.prepare('SELECT 1').get();
   });
 
-  isLocal(): boolean {
+  isOurs(): boolean {
     return true;
+  }
+
+  stillHeld(): boolean {
+    return true;
+  }
+
+  // One daemon per machine owns this database: its own bots are known to the supervisor.
+  async isLeasedInstance(): Promise<boolean> {
+    return false;
   }
 }

@@ -1,5 +1,6 @@
 /** What the HTTP adapter is given: the services, never the other way round. */
 import type { Logger } from 'pino';
+import type { LeaseView } from '../db/pg-locks.js';
 import type { EventStore } from '../events/store.js';
 import type { KeyPool } from '../keys/pool.js';
 import type { HealthService } from '../monitor/health.js';
@@ -17,5 +18,7 @@ export interface ServerDeps {
   version: string;
   /** Re-reads and applies the config; throws BotwardenError INVALID_CONFIG and changes nothing when invalid. */
   reloadConfig: () => Promise<{ accounts: string[] }>;
+  /** Every live account lease on the shared database (PostgreSQL mode; [] otherwise). Throws when the backend is down. */
+  leases: () => LeaseView[];
 }
 

@@ -105,6 +105,8 @@ export class DuplicateHunter {
       if (this.ancestors.has(p.pid)) continue;
       for (const { account, by } of this.accountsOf(p)) {
         if (this.isOwn(p, byPid)) continue;
+        // Another daemon's bot under its live lease (PostgreSQL mode, two daemons on one machine).
+        if (p.instance !== null && (await this.leased(p.instance))) continue;
         const k = key(p);
         alive.add(k);
         let dup = this.reported.get(k);
@@ -125,6 +127,10 @@ export class DuplicateHunter {
     this.stats.totalScanMs += this.stats.lastScanMs;
     this.stats.processes = procs.length;
     return found;
+  }
+
+  private leased(instanceId: string): Promise<boolean> {
+    return this.supervisor.isLeasedInstance(instanceId).catch(() => true); // backend down: never kill on a guess
   }
 
   /** Instances of which accounts this process is. The environment marker wins over `match`. */

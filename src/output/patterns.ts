@@ -4,7 +4,9 @@
  * matched in their error context, never as bare numbers, so ordinary log
  * lines (prices, order ids, timestamps) do not trip them.
  */
-export const NONCE_PRESETS: Readonly<Record<string, readonly RegExp[]>> = {
+import type { NoncePresetName } from '../config/schema.js';
+
+export const NONCE_PRESETS: Readonly<Record<NoncePresetName, readonly RegExp[]>> = {
   kraken: [/\bE?API:Invalid nonce\b/, /\bEGeneral:Temporary lockout\b/, /\bEAPI:Invalid key\b/, /\bEAPI:Invalid signature\b/, /\bEAPI:Rate limit exceeded\b/],
   binance: [/["']?code["']?\s*[:=]\s*-1021\b/, /Timestamp for this request is outside of the recvWindow/i],
   bitfinex: [/\bnonce: small\b/i, /\bNonce is too small\b/i],
@@ -31,7 +33,7 @@ export interface CompiledPattern {
 export function compilePatterns(specs: readonly string[]): CompiledPattern[] {
   const out: CompiledPattern[] = [];
   for (const spec of specs) {
-    const preset = NONCE_PRESETS[spec];
+    const preset = (NONCE_PRESETS as Readonly<Record<string, readonly RegExp[] | undefined>>)[spec];
     if (preset) for (const re of preset) out.push({ name: spec, re });
     else out.push({ name: spec, re: new RegExp(spec) });
   }

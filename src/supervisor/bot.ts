@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Account } from '../config/schema.js';
 import type { LockRow } from '../db/locks.js';
 import type { BotRow, LastExit } from '../db/registry.js';
-import { Errors } from '../errors.js';
+import { Errors, isBotwardenError } from '../errors.js';
 import { endInstance, launchInstance, type LiveInstance } from './instance.js';
 import { AccountLease } from './lease.js';
 import { BotOutput } from './output.js';
@@ -205,9 +205,10 @@ export class BotController extends BotMachine {
     } catch (err) {
       await this.lease.release();
       const message = (err as Error).message;
-      // -> FATAL: the command could not be spawned (or its process recorded).
-      this.changeState('fatal', { reason: 'spawn-failed' satisfies FatalReason, message });
-      throw Errors.spawnFailed(a.id, message, err);
+      const leaseLost = isBotwardenError(err) && err.code === 'LOCK_BACKEND_UNAVAILABLE';
+      // -> FATAL: the command could not be spawned (or its process recorded), or the lease is gone.
+      this.changeState('fatal', { reason: (leaseLost ? 'lease-lost' : 'spawn-failed') satisfies FatalReason, message });
+      throw leaseLost ? err : Errors.spawnFailed(a.id, message, err);
     }
     this.proc = inst;
     this.output.breaker.rearm();

@@ -41,6 +41,7 @@ export interface Launch {
 
 /** Spawns under the lease we hold: the instance row is written before the spawn, the pid after. */
 export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: Launch): Promise<LiveInstance> {
+  lease.assertValid();
   const instanceId = randomUUID();
   const startedAt = new Date(d.now()).toISOString();
   d.registry.createInstance({ id: instanceId, account: l.account.id, daemonId: d.daemonId, keyId: l.keyId, logPath: l.logPath, startedAt });

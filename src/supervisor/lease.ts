@@ -95,6 +95,12 @@ export class AccountLease {
     this.key = keyId;
   }
 
+  /** Before a spawn: the lease must still be ours (PostgreSQL: not fenced meanwhile). */
+  assertValid(): void {
+    const lock = this.lock;
+    if (!lock || !this.d.locks.stillHeld(lock.account, lock.token)) throw Errors.lockBackendUnavailable(`the lease of '${this.accountOf().id}' was lost`);
+  }
+
   /** Records the spawned process on the lock (fenced by token). */
   async attach(p: { instanceId: string; pid: number; startTicks: number | null }): Promise<void> {
     const lock = this.lock;

@@ -11,6 +11,7 @@ import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
 import { environValue, HAS_PROC, isAlive, listPids, openStatHandle, readStat, type ProcStat, type StatHandle } from '../proc/procfs.js';
 import type { ExitStatus } from './spawn.js';
+import { terminate } from './terminate.js';
 import type { Supervisor } from './supervisor.js';
 
 export interface ReconcileDeps {
@@ -29,7 +30,7 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
   const dead: string[] = [];
   const bots = new Map(d.supervisor.all().map((b) => [b.id, b]));
   for (const row of d.registry.allBots()) bots.get(row.account)?.restore(row);
-  const locks = new Map((await d.locks.list()).map((l) => [l.account, l]));
+  const locks = new Map((await d.locks.list().catch(() => [])).map((l) => [l.account, l]));
   const now = new Date().toISOString();
 
   const live = d.registry.liveInstances();
@@ -51,6 +52,15 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
     if (!alive || inst.pid === null) {
       d.registry.markExited(inst.id, { code: null, signal: null, forced: false, endedAt: now });
       d.events.emit('bot.exited', { account: inst.account, pid: inst.pid, instanceId: inst.id, code: null, signal: null, forced: false, whileDaemonDown: true });
+      dead.push(inst.account);
+      continue;
+    }
+    if (d.locks.kind === 'postgres') {
+      // Bots die with their daemon in PostgreSQL mode; one that survived (no setpriv, a watchdog
+      // that could not run) must not trade outside a lease: end it, the restart policy takes over.
+      d.logger.warn({ account: inst.account, pid: inst.pid }, 'a bot outlived its daemon in postgres mode; ending it');
+      await terminate({ instanceId: inst.id, pid: inst.pid, pgid: inst.pgid ?? inst.pid, startTicks: inst.startTicks, exited: d.exits.watch(inst.pid, inst.startTicks) }, 'SIGKILL', 0);
+      d.registry.markExited(inst.id, { code: null, signal: 'SIGKILL', forced: true, endedAt: now });
       dead.push(inst.account);
       continue;
     }
@@ -84,15 +94,18 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
     adopted.push(inst.account);
   }
 
-  for (const lock of (await d.locks.list())) {
+  for (const lock of await d.locks.list().catch(() => [])) {
     const bot = bots.get(lock.account);
     if (bot?.live && bot.lockToken === lock.token) continue;
+    if (!d.locks.isOurs(lock)) continue; // another daemon's lease (PostgreSQL): never ours to remove
     await d.locks.release(lock.account, lock.token);
     d.events.emit('lock.stale_removed', { account: lock.account, holder: lock.holder, pid: lock.pid, token: lock.token });
   }
 
   // Bots that were up when the last daemon went away and are not any more: apply their restart policy.
-  for (const bot of bots.values()) await bot.recoverDead();
+  for (const bot of bots.values()) {
+    await bot.recoverDead().catch((err: unknown) => d.logger.error({ err, account: bot.id }, 'could not restart a bot found dead at boot; it stays stopped'));
+  }
   if (adopted.length + dead.length > 0) d.logger.info({ adopted, dead }, 'registry reconciled with /proc');
   return { adopted, dead };
 }

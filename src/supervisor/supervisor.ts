@@ -88,12 +88,23 @@ export class Supervisor {
     for (const lock of await this.deps.locks.list()) {
       const bot = this.bots.get(lock.account);
       if (bot && bot.lockToken === lock.token) continue;
-      if (!this.deps.locks.isLocal(lock) || !isStaleLock(lock, this.deps.holder) || !(await this.deps.locks.release(lock.account, lock.token))) continue;
+      if (!this.deps.locks.isOurs(lock) || !isStaleLock(lock, this.deps.holder) || !(await this.deps.locks.release(lock.account, lock.token))) continue;
       removed++;
       this.deps.events.emit('lock.stale_removed', { account: lock.account, holder: lock.holder, pid: lock.pid, token: lock.token });
       this.deps.logger.warn({ account: lock.account, pid: lock.pid, holder: lock.holder }, 'stale lock removed');
     }
     return removed;
+  }
+
+  /** True when the instance runs under any daemon's live lease (not a duplicate). */
+  isLeasedInstance(instanceId: string): Promise<boolean> {
+    return this.deps.locks.isLeasedInstance(instanceId);
+  }
+
+  /** The lease of an account was lost (PostgreSQL): stop its bot at once (reason `fence`). */
+  fence(account: string, token: number): Promise<void> {
+    const bot = this.bots.get(account);
+    return bot ? bot.fence(token) : Promise.resolve();
   }
 
   /** The duplicate hunter's hook: runs before every start takes the account lock. */

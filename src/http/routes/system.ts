@@ -1,5 +1,6 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { HealthService } from '../../monitor/health.js';
+import { Errors } from '../../errors.js';
 import { bearer, tokenChecker } from '../guards.js';
 import { errorResponses, Health } from '../schemas.js';
 import type { ServerDeps } from '../deps.js';
@@ -17,6 +18,30 @@ export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
       '/config/reload',
       { schema: { tags: ['system'], response: { 200: Type.Object({ status: Type.Literal('reloaded'), accounts: Type.Array(Type.String()) }), ...errorResponses({ 400: ['INVALID_CONFIG'], 401: ['UNAUTHORIZED'] }) } } },
       async () => ({ status: 'reloaded' as const, ...(await deps.reloadConfig()) }),
+    );
+
+    app.get(
+      '/leases',
+      {
+        schema: {
+          tags: ['system'],
+          response: {
+            200: Type.Object({
+              leases: Type.Array(
+                Type.Object({ account: Type.String(), holder: Type.String(), host: Type.String(), since: Type.String(), expiresAt: Type.String(), token: Type.Integer(), mine: Type.Boolean() }),
+              ),
+            }),
+            ...errorResponses({ 401: ['UNAUTHORIZED'], 503: ['LOCK_BACKEND_UNAVAILABLE'] }),
+          },
+        },
+      },
+      async () => {
+        try {
+          return { leases: deps.leases().map(({ instanceId: _i, ...l }) => l) };
+        } catch (err) {
+          throw Errors.lockBackendUnavailable((err as Error).message, err);
+        }
+      },
     );
 
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

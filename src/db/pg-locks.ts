@@ -1,0 +1,414 @@
+/**
+ * PostgreSQL lease backend: account leases and key leases as rows shared by
+ * every daemon on one database (never advisory locks, which vanish behind
+ * PgBouncer and on a lost connection). Expiry is on the database clock
+ * (clock_timestamp(), which moves inside a transaction), every grant bumps
+ * the account's fencing token, rows are never deleted.
+ *
+ * Renewal and self-fencing: every `renewMs` one UPDATE extends all our
+ * leases. Each held lease keeps a local monotonic fence deadline, measured
+ * from when the last successful renewal was *sent*:
+ *   fenceAt = sent + leaseMs - (graceMs + kill + slack)
+ * When it passes without a newer success, the lease is treated as lost and the
+ * supervisor stops the bot (reason `fence`), so it is gone before the lease
+ * can expire and be granted to another daemon.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { FENCE_KILL_MS, FENCE_SLACK_MS } from '../config/schema.js';
+import { LockBackendError } from '../errors.js';
+import type { AcquireRequest, AcquireResult, KeyLease, LockBackend, LockRow } from './locks.js';
+
+export interface PgLockOptions {
+  url: string;
+  leaseMs: number;
+  renewMs: number;
+  /** Unique per daemon process. */
+  holderId: string;
+  /** daemon.name, shown to people and other daemons. */
+  name: string;
+  host: string;
+  logger: Logger;
+  migrationsDir: string;
+  /** The account's stop.graceMs (the fence budget). */
+  graceOf: (account: string) => number;
+  /** Monotonic ms (performance.now); tests may drive it. */
+  mono?: () => number;
+}
+
+export interface LeaseView {
+  account: string;
+  holder: string;
+  host: string;
+  since: string;
+  expiresAt: string;
+  token: number;
+  mine: boolean;
+  instanceId: string | null;
+}
+
+interface Held {
+  token: number;
+  /** Monotonic time the last successful renewal (or the grant) was sent. */
+  sent: number;
+}
+
+interface Row {
+  account: string;
+  token: string;
+  holder_id: string | null;
+  holder_name: string | null;
+  host: string | null;
+  broker_username: string;
+  instance_id: string | null;
+  pid: number | null;
+  start_ticks: string | null;
+  since: Date | null;
+  expires_at: Date | null;
+  live?: boolean;
+}
+
+const toLock = (r: Row): LockRow => ({
+  account: r.account,
+  holder: r.holder_name ?? '',
+  host: r.host ?? undefined,
+  instanceId: r.instance_id,
+  pid: r.pid,
+  startTicks: r.start_ticks === null ? null : Number(r.start_ticks),
+  brokerUsername: r.broker_username,
+  createdAt: (r.since ?? new Date(0)).toISOString(),
+  token: Number(r.token),
+});
+
+const LIVE = 'holder_id IS NOT NULL AND expires_at > clock_timestamp()';
+
+export class PgLockBackend implements LockBackend {
+  readonly kind = 'postgres';
+  private readonly pool: pg.Pool;
+  private readonly held = new Map<string, Held>();
+  private readonly lostHandlers: ((account: string, token: number, reason: string) => void)[] = [];
+  private lastError: string | null = 'not connected yet';
+  private migrated = false;
+  private renewing = false;
+  private timers: NodeJS.Timeout[] = [];
+  private cache: LeaseView[] = [];
+  private readonly mono: () => number;
+  /** Counters for /metrics. */
+  readonly stats = { renewFailures: 0, fences: 0 };
+
+  constructor(private readonly o: PgLockOptions) {
+    this.mono = o.mono ?? (() => performance.now());
+    const timeout = Math.max(500, Math.min(o.renewMs, 5000));
+    this.pool = new pg.Pool({
+      connectionString: o.url,
+      max: 4,
+      // A half-open connection must never hang a renewal: every wait is bounded.
+      connectionTimeoutMillis: timeout,
+      query_timeout: timeout,
+      statement_timeout: timeout,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 1000,
+      idleTimeoutMillis: 10_000,
+      application_name: `botwarden ${o.name}`,
+    });
+    this.pool.on('error', (err) => this.fail(err));
+  }
+
+  /** Starts renewing and watching fence deadlines; never throws (a down database shows in /health). */
+  async start(): Promise<void> {
+    await this.renew();
+    this.timers.push(setInterval(() => void this.renew(), this.o.renewMs).unref());
+    this.timers.push(setInterval(() => this.checkFences(), Math.min(100, this.o.renewMs)).unref());
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    await this.pool.end().catch(() => undefined);
+  }
+
+  onLost(handler: (account: string, token: number, reason: string) => void): void {
+    this.lostHandlers.push(handler);
+  }
+
+  /** Monotonic fence deadline per held account (for the watchdog). */
+  fenceDeadlines(): Map<string, number> {
+    return new Map([...this.held].map(([a, h]) => [a, this.fenceAt(a, h)]));
+  }
+
+  /** Monotonic time by which a held lease's bot must be dead: the lease could be granted elsewhere after. */
+  killDeadline(account: string): number | null {
+    const h = this.held.get(account);
+    return h ? h.sent + this.o.leaseMs - FENCE_SLACK_MS : null;
+  }
+
+  stillHeld(account: string, token: number): boolean {
+    return this.held.get(account)?.token === token;
+  }
+
+  isOurs(row: LockRow): boolean {
+    return row.host === this.o.host && row.holder === this.o.name;
+  }
+
+  /** Every live lease on the database (cached from the last renewal tick). */
+  leases(): LeaseView[] {
+    if (this.lastError !== null) throw new LockBackendError(this.lastError);
+    return this.cache;
+  }
+
+  /** True when this instance id runs under a live lease, whoever holds it (not a duplicate). */
+  async isLeasedInstance(instanceId: string): Promise<boolean> {
+    if (this.cache.some((l) => l.instanceId === instanceId)) return true;
+    const r = await this.q<{ n: string }>(`SELECT count(*) AS n FROM botwarden_account_leases WHERE instance_id = $1 AND ${LIVE}`, [instanceId]);
+    return Number(r.rows[0]?.n ?? 0) > 0;
+  }
+
+  async acquire(req: AcquireRequest): Promise<AcquireResult> {
+    const sent = this.mono();
+    const res = await this.tx(async (c) => {
+      await c.query('INSERT INTO botwarden_account_leases (account) VALUES ($1) ON CONFLICT (account) DO NOTHING', [req.account]);
+      const cur = (await c.query<Row>(`SELECT *, (${LIVE}) AS live FROM botwarden_account_leases WHERE account = $1 FOR UPDATE`, [req.account])).rows[0]!;
+      let staleRemoved: LockRow | null = null;
+      if (cur.live) {
+        const row = toLock(cur);
+        // Only a lease left by an earlier run of this very daemon is judged by /proc (its bots died with
+        // it); any other daemon's lease, even on this machine, runs out by itself on the database clock.
+        if (!(this.isOurs(row) && (row.pid === null || req.isStale(row)))) return { ok: false as const, heldBy: row };
+        staleRemoved = row;
+      }
+      let keyId: string | null = null;
+      if (req.keys !== undefined) {
+        keyId = await this.firstFreeKey(c, req.keys);
+        // Nothing is written when no key is free: the whole start is refused.
+        if (keyId === null) return { ok: false as const, noFreeKey: true as const };
+      }
+      const granted = (
+        await c.query<Row>(
+          `UPDATE botwarden_account_leases SET token = token + 1, holder_id = $2, holder_name = $3, host = $4, broker_username = $5,
+             instance_id = NULL, pid = NULL, start_ticks = NULL, since = clock_timestamp(), expires_at = clock_timestamp() + make_interval(secs => $6::float8 / 1000)
+           WHERE account = $1 RETURNING *`,
+          [req.account, this.o.holderId, this.o.name, this.o.host, req.brokerUsername, this.o.leaseMs],
+        )
+      ).rows[0]!;
+      const lock = toLock(granted);
+      if (keyId !== null) {
+        await c.query('UPDATE botwarden_key_leases SET account = $2, lock_token = $3 WHERE key_id = $1', [keyId, req.account, lock.token]);
+      }
+      return { ok: true as const, lock, staleRemoved, keyId };
+    });
+    if (res.ok) this.held.set(req.account, { token: res.lock.token, sent });
+    return res;
+  }
+
+  async attach(account: string, token: number, p: { instanceId: string; pid: number; startTicks: number | null }): Promise<void> {
+    const r = await this.q(
+      `UPDATE botwarden_account_leases SET instance_id = $3, pid = $4, start_ticks = $5 WHERE account = $1 AND token = $2 AND holder_id = $6 AND ${LIVE}`,
+      [account, token, p.instanceId, p.pid, p.startTicks, this.o.holderId],
+    );
+    if (r.rowCount === 0) throw new LockBackendError(`the lease of '${account}' (token ${token}) is no longer ours`);
+  }
+
+  async release(account: string, token: number): Promise<boolean> {
+    const h = this.held.get(account);
+    if (h?.token === token) this.held.delete(account);
+    // Expired now, keeping the token; key leases under it stop being valid with it.
+    const r = await this.q(
+      'UPDATE botwarden_account_leases SET holder_id = NULL, expires_at = clock_timestamp(), instance_id = NULL, pid = NULL WHERE account = $1 AND token = $2',
+      [account, token],
+    );
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async get(account: string): Promise<LockRow | null> {
+    const r = await this.q<Row>(`SELECT * FROM botwarden_account_leases WHERE account = $1 AND ${LIVE}`, [account]);
+    return r.rows[0] ? toLock(r.rows[0]) : null;
+  }
+
+  async list(): Promise<LockRow[]> {
+    return (await this.q<Row>(`SELECT * FROM botwarden_account_leases WHERE ${LIVE} ORDER BY account`)).rows.map(toLock);
+  }
+
+  async check(): Promise<void> {
+    if (this.lastError !== null) throw new LockBackendError(this.lastError);
+  }
+
+  async rotateKey(account: string, token: number, from: string, coolUntilMs: number, candidates: readonly string[], nowMs: number): Promise<string | null> {
+    return this.tx(async (c) => {
+      const mine = await c.query(`SELECT 1 FROM botwarden_account_leases WHERE account = $1 AND token = $2 AND ${LIVE}`, [account, token]);
+      if (mine.rowCount === 0) return null;
+      await c.query(
+        `INSERT INTO botwarden_key_cooldowns (key_id, until, reason) VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8 / 1000), 'rotation')
+         ON CONFLICT (key_id) DO UPDATE SET until = excluded.until, reason = excluded.reason`,
+        [from, Math.max(0, coolUntilMs - nowMs)],
+      );
+      await c.query('UPDATE botwarden_key_leases SET account = NULL, lock_token = NULL WHERE key_id = $1 AND account = $2 AND lock_token = $3', [from, account, token]);
+      const next = await this.firstFreeKey(
+        c,
+        candidates.filter((k) => k !== from),
+      );
+      if (next !== null) await c.query('UPDATE botwarden_key_leases SET account = $2, lock_token = $3 WHERE key_id = $1', [next, account, token]);
+      return next;
+    });
+  }
+
+  async keyLeases(): Promise<KeyLease[]> {
+    const r = await this.q<{ key_id: string; account: string; lock_token: string }>(
+      `SELECT kl.key_id, kl.account, kl.lock_token FROM botwarden_key_leases kl JOIN botwarden_account_leases al
+         ON al.account = kl.account AND al.token = kl.lock_token AND al.holder_id IS NOT NULL AND al.expires_at > clock_timestamp() ORDER BY kl.key_id`,
+    );
+    return r.rows.map((x) => ({ keyId: x.key_id, account: x.account, lockToken: Number(x.lock_token) }));
+  }
+
+  async cooldowns(nowMs: number): Promise<Map<string, number>> {
+    // Cooldowns end on the database clock; translated to the caller's clock.
+    const r = await this.q<{ key_id: string; left_ms: number }>(
+      'SELECT key_id, (extract(epoch FROM until - clock_timestamp()) * 1000)::float8 AS left_ms FROM botwarden_key_cooldowns WHERE until > clock_timestamp()',
+    );
+    return new Map(r.rows.map((x) => [x.key_id, nowMs + Math.round(x.left_ms)]));
+  }
+
+  // ---- internals -------------------------------------------------------
+
+  /** The first candidate neither leased under a live lease nor cooling; its row is locked for this transaction. */
+  private async firstFreeKey(c: pg.PoolClient, candidates: readonly string[]): Promise<string | null> {
+    for (const k of candidates) {
+      await c.query('INSERT INTO botwarden_key_leases (key_id) VALUES ($1) ON CONFLICT (key_id) DO NOTHING', [k]);
+      const r = await c.query(
+        `SELECT 1 FROM botwarden_key_leases kl WHERE kl.key_id = $1 AND (
+           EXISTS (SELECT 1 FROM botwarden_account_leases al WHERE al.account = kl.account AND al.token = kl.lock_token AND al.holder_id IS NOT NULL AND al.expires_at > clock_timestamp())
+           OR EXISTS (SELECT 1 FROM botwarden_key_cooldowns cd WHERE cd.key_id = kl.key_id AND cd.until > clock_timestamp()))
+         FOR UPDATE OF kl`,
+        [k],
+      );
+      if (r.rowCount === 0) {
+        await c.query('SELECT 1 FROM botwarden_key_leases WHERE key_id = $1 FOR UPDATE', [k]);
+        return k;
+      }
+    }
+    return null;
+  }
+
+  private fenceAt(account: string, h: Held): number {
+    return h.sent + this.o.leaseMs - (this.o.graceOf(account) + FENCE_KILL_MS + FENCE_SLACK_MS);
+  }
+
+  private checkFences(): void {
+    const now = this.mono();
+    for (const [account, h] of this.held) {
+      if (now >= this.fenceAt(account, h)) this.lose(account, h.token, this.lastError ?? 'lease not renewed in time');
+    }
+  }
+
+  private lose(account: string, token: number, reason: string): void {
+    if (this.held.get(account)?.token !== token) return;
+    this.held.delete(account);
+    this.stats.fences++;
+    this.o.logger.error({ account, token, reason }, 'lease lost: stopping the bot (self-fencing)');
+    for (const h of this.lostHandlers) h(account, token, reason);
+  }
+
+  private async renew(): Promise<void> {
+    if (this.renewing) return;
+    this.renewing = true;
+    const sent = this.mono();
+    const before = new Map(this.held);
+    try {
+      await this.ensureMigrated();
+      const r = await this.pool.query<{ account: string; token: string }>(
+        `UPDATE botwarden_account_leases SET expires_at = clock_timestamp() + make_interval(secs => $2::float8 / 1000) WHERE holder_id = $1 AND ${LIVE} RETURNING account, token`,
+        [this.o.holderId, this.o.leaseMs],
+      );
+      const renewed = new Set(r.rows.map((x) => `${x.account}:${Number(x.token)}`));
+      for (const [account, h] of before) {
+        if (this.held.get(account) !== h) continue; // released or re-granted meanwhile
+        if (renewed.has(`${account}:${h.token}`)) h.sent = Math.max(h.sent, sent);
+        else this.lose(account, h.token, 'the lease is gone from the database (expired or taken)');
+      }
+      const all = await this.pool.query<Row>(`SELECT * FROM botwarden_account_leases WHERE ${LIVE} ORDER BY account`);
+      this.cache = all.rows.map((x) => ({
+        account: x.account,
+        holder: x.holder_name ?? '',
+        host: x.host ?? '',
+        since: (x.since ?? new Date(0)).toISOString(),
+        expiresAt: (x.expires_at ?? new Date(0)).toISOString(),
+        token: Number(x.token),
+        mine: x.holder_id === this.o.holderId,
+        instanceId: x.instance_id,
+      }));
+      if (this.lastError !== null) this.o.logger.info('lock backend reachable again');
+      this.lastError = null;
+    } catch (err) {
+      this.stats.renewFailures++;
+      this.fail(err);
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  private fail(err: unknown): void {
+    const msg = this.mask((err as Error).message ?? String(err));
+    if (this.lastError !== msg) this.o.logger.warn({ error: msg }, 'lock backend unreachable');
+    this.lastError = msg;
+  }
+
+  /** The URL's password never reaches a message. */
+  private mask(msg: string): string {
+    let pw = '';
+    try {
+      pw = decodeURIComponent(new URL(this.o.url).password);
+    } catch {
+      // not a URL: nothing to mask
+    }
+    return pw ? msg.split(pw).join('***') : msg;
+  }
+
+  private async ensureMigrated(): Promise<void> {
+    if (this.migrated) return;
+    const files = readdirSync(this.o.migrationsDir).filter((f) => /^\d+_.*\.sql$/.test(f)).sort();
+    await this.tx(async (c) => {
+      // One daemon migrates at a time (a transaction-scoped lock: gone with the transaction).
+      await c.query('SELECT pg_advisory_xact_lock(727364)');
+      await c.query('CREATE TABLE IF NOT EXISTS botwarden_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT clock_timestamp())');
+      const done = new Set((await c.query<{ version: number }>('SELECT version FROM botwarden_migrations')).rows.map((x) => x.version));
+      for (const f of files) {
+        const n = Number(f.split('_')[0]);
+        if (done.has(n)) continue;
+        await c.query(readFileSync(path.join(this.o.migrationsDir, f), 'utf8'));
+        await c.query('INSERT INTO botwarden_migrations (version) VALUES ($1)', [n]);
+      }
+    }, false);
+    this.migrated = true;
+  }
+
+  private async q<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
+    try {
+      await this.ensureMigrated();
+      return await this.pool.query<R>(sql, params);
+    } catch (err) {
+      this.fail(err);
+      throw new LockBackendError(this.mask((err as Error).message), { cause: err });
+    }
+  }
+
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>, migrate = true): Promise<T> {
+    let c: pg.PoolClient | undefined;
+    let broken: Error | undefined;
+    try {
+      if (migrate) await this.ensureMigrated();
+      c = await this.pool.connect();
+      await c.query('BEGIN');
+      const out = await fn(c);
+      await c.query('COMMIT');
+      return out;
+    } catch (err) {
+      broken = err as Error;
+      await c?.query('ROLLBACK').catch(() => undefined);
+      this.fail(err);
+      throw new LockBackendError(this.mask(broken.message), { cause: err });
+    } finally {
+      c?.release(broken);
+    }
+  }
+}

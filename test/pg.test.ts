@@ -1,0 +1,225 @@
+/**
+ * Several machines: PostgreSQL leases on a real, throwaway cluster, two daemons
+ * (`laptop` and `vps`) on one database, a TCP proxy that cuts one off, and real
+ * daemon processes SIGKILLed and SIGSTOPped.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/load.js';
+import { isAlive } from '../src/proc/procfs.js';
+import { fixture, FIXTURES, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, tmpDir, waitFor, type TestDaemon } from './helper.js';
+import { CutProxy, startPostgres, type TestPg } from './pg-helper.js';
+import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
+
+let pg: TestPg;
+const daemons: TestDaemon[] = [];
+const LOCK = { leaseMs: 5000, renewMs: 500 };
+const bot = { command: fixture('bot.js'), startMs: 100, stop: { graceMs: 500 }, restart: { policy: 'never' } };
+
+beforeAll(async () => {
+  pg = await startPostgres();
+}, 60_000);
+afterAll(async () => {
+  await pg?.stop();
+});
+afterEach(async () => {
+  for (const d of daemons.splice(0)) await d.close();
+  killDaemons();
+  // Bots die with their (SIGKILLed) daemon a moment later.
+  await waitFor(() => taggedProcesses().length === 0, { timeoutMs: 3000, what: 'bots dying with their daemons' }).catch(() => undefined);
+  expect(sweepLeftovers()).toEqual([]);
+});
+
+async function daemon(name: string, url = pg.url(), accounts: Record<string, Record<string, unknown>> = { a: bot }, extra: { keys?: object } = {}): Promise<TestDaemon> {
+  const d = await startTestDaemon(makeConfig({ daemon: { name, scanIntervalMs: 200 }, lock: { backend: 'postgres', url, ...LOCK }, accounts, ...extra }));
+  daemons.push(d);
+  return d;
+}
+
+describe('PostgreSQL leases across daemons', () => {
+  it('a start on the second daemon is 409 naming the first; tokens grow across daemons; /leases shows both views', async () => {
+    const laptop = await daemon('laptop');
+    const vps = await daemon('vps');
+    const first = await laptop.req('POST', '/bots/a/start');
+    expect(first.status).toBe(201);
+    const refused = await vps.req('POST', '/bots/a/start');
+    expect(refused.status).toBe(409);
+    expect(refused.body.code).toBe('ACCOUNT_LOCKED');
+    expect(refused.body.message).toContain('laptop');
+    expect(refused.body.lock.holder).toBe('laptop');
+    expect(refused.body.lock.pid).toBe(first.body.pid);
+    await waitFor(async () => (await vps.req('GET', '/leases')).body.leases.length === 1, { what: 'the lease cache' });
+    const fromVps = (await vps.req('GET', '/leases')).body.leases[0];
+    expect(fromVps).toMatchObject({ account: 'a', holder: 'laptop', mine: false, token: first.body.lock.token });
+    expect(Date.parse(fromVps.expiresAt)).toBeGreaterThan(Date.parse(fromVps.since));
+    await waitFor(async () => (await laptop.req('GET', '/leases')).body.leases[0]?.mine === true, { what: 'mine' });
+    // Both daemons see the other's bot and neither calls it a duplicate.
+    await new Promise((r) => setTimeout(r, 600));
+    expect(taggedProcesses('a')).toEqual([first.body.pid]);
+
+    expect((await laptop.req('POST', '/bots/a/stop')).status).toBe(200);
+    const second = await vps.req('POST', '/bots/a/start');
+    expect(second.status).toBe(201);
+    expect(second.body.lock.token).toBeGreaterThan(first.body.lock.token);
+  });
+
+  it('one key pair is never leased on both daemons (NO_FREE_KEY)', async () => {
+    const keys = { k1: { keyEnv: 'PGT_KEY', secretEnv: 'PGT_SECRET' } };
+    process.env.PGT_KEY = 'pgt-key-value';
+    process.env.PGT_SECRET = 'pgt-secret-value';
+    const pool = { keys: { pool: ['k1'], envKey: 'K', envSecret: 'S' } };
+    const laptop = await daemon('laptop', pg.url(), { a: { ...bot, ...pool }, b: { ...bot, ...pool } }, { keys });
+    const vps = await daemon('vps', pg.url(), { a: { ...bot, ...pool }, b: { ...bot, ...pool } }, { keys });
+    expect((await laptop.req('POST', '/bots/a/start')).body.keyId).toBe('k1');
+    const r = await vps.req('POST', '/bots/b/start');
+    expect(r.status).toBe(409);
+    expect(r.body.code).toBe('NO_FREE_KEY');
+    expect((await vps.req('GET', '/keys')).body.keys[0]).toMatchObject({ id: 'k1', state: 'leased', account: 'a' });
+  });
+
+  it('200 racing starts split over both daemons: exactly one 201 and never two processes', async () => {
+    const laptop = await daemon('laptop');
+    const vps = await daemon('vps');
+    let max = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        max = Math.max(max, taggedProcesses('a').length);
+        await new Promise((r) => setTimeout(r, 3));
+      }
+    })();
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 ? laptop : vps).req('POST', '/bots/a/start')));
+    await new Promise((r) => setTimeout(r, 300));
+    sampling = false;
+    await sampler;
+    expect(results.filter((r) => r.status === 201)).toHaveLength(1);
+    expect(results.filter((r) => r.status === 409).length).toBe(199);
+    expect(max).toBe(1);
+  });
+
+  it('a cut-off daemon fences its bot before the other can start it; 503s while cut; heals without a restart', async () => {
+    const proxy = new CutProxy(pg.port);
+    await proxy.listen();
+    try {
+      const laptop = await daemon('laptop', pg.url(proxy.port));
+      const vps = await daemon('vps');
+      const events: { type: string; reason?: string; at: string }[] = [];
+      laptop.events.subscribe((e) => events.push(e));
+      const started = await laptop.req('POST', '/bots/a/start');
+      expect(started.status).toBe(201);
+      const pid = started.body.pid as number;
+
+      proxy.set('blackhole');
+      const cutAt = Date.now();
+      let max = 0;
+      let vpsStartedAt = 0;
+      let botDiedAt = 0;
+      await waitFor(
+        async () => {
+          max = Math.max(max, taggedProcesses('a').length);
+          if (!botDiedAt && !isAlive(pid, null)) botDiedAt = Date.now();
+          if (!vpsStartedAt && (await vps.req('POST', '/bots/a/start')).status === 201) vpsStartedAt = Date.now();
+          return vpsStartedAt;
+        },
+        { timeoutMs: 15_000, intervalMs: 50, what: 'vps taking the account over' },
+      );
+      expect(botDiedAt).toBeGreaterThan(0);
+      expect(botDiedAt).toBeLessThanOrEqual(vpsStartedAt);
+      expect(max).toBe(1);
+      expect(vpsStartedAt - cutAt).toBeGreaterThanOrEqual(LOCK.leaseMs - LOCK.renewMs - 200); // only after expiry
+      expect(events.find((e) => e.type === 'bot.stopping')?.reason).toBe('fence');
+
+      const health = await laptop.req('GET', '/health');
+      expect(health.status).toBe(503);
+      expect(health.body.checks.find((c: { name: string }) => c.name === 'lock-backend').status).toBe('failing');
+      const refused = await laptop.req('POST', '/bots/a/start');
+      expect(refused.status).toBe(503);
+      expect(refused.body.code).toBe('LOCK_BACKEND_UNAVAILABLE');
+      expect(JSON.stringify(health.body) + refused.text).not.toContain('pg-test-secret-pw');
+
+      proxy.set('reset');
+      proxy.set('pass');
+      await waitFor(async () => (await laptop.req('GET', '/health')).status === 200, { timeoutMs: 10_000, what: 'laptop healthy again' });
+      expect((await laptop.req('POST', '/bots/a/start')).status).toBe(409); // vps holds it now
+    } finally {
+      for (const d of daemons.splice(0)) await d.close();
+      await proxy.close();
+    }
+  });
+
+  it('the database down from the start: the API serves and starts get 503', async () => {
+    const proxy = new CutProxy(pg.port);
+    await proxy.listen();
+    proxy.set('reset');
+    try {
+      const d = await daemon('laptop', pg.url(proxy.port));
+      expect((await d.req('GET', '/bots')).status).toBe(200);
+      expect((await d.req('GET', '/health')).status).toBe(503);
+      const r = await d.req('POST', '/bots/a/start');
+      expect(r.status).toBe(503);
+      expect(r.body.code).toBe('LOCK_BACKEND_UNAVAILABLE');
+      expect(taggedProcesses('a')).toEqual([]);
+    } finally {
+      for (const d of daemons.splice(0)) await d.close();
+      await proxy.close();
+    }
+  });
+
+  it('refuses a config whose stop budget cannot fit in the lease, showing the arithmetic', () => {
+    expect(() =>
+      parseConfig({ lock: { backend: 'postgres', url: 'postgres://x@127.0.0.1/db', leaseMs: 5000, renewMs: 1000 }, accounts: { a: { command: ['x'], stop: { graceMs: 3000 } } } }, { baseDir: FIXTURES }),
+    ).toThrow(/graceMs 3000 \+ kill 2000 \+ slack 1000 \+ 2 x renewMs 1000 = 8000 ms >= leaseMs 5000/);
+  });
+});
+
+describe('daemon processes in PostgreSQL mode', () => {
+  const cfg = (dir: string, name: string) =>
+    writeConfig(dir, { daemon: { name, scanIntervalMs: 200 }, lock: { backend: 'postgres', url: '${PGT_URL}', ...LOCK }, accounts: { a: bot } });
+
+  async function pair() {
+    const d1 = tmpDir();
+    const d2 = tmpDir();
+    const env = { PGT_URL: pg.url() };
+    const laptop = spawnDaemon(d1, cfg(d1, 'laptop'), [], env);
+    const vps = spawnDaemon(d2, cfg(d2, 'vps'), [], env);
+    return { laptop, vps, lc: await connectTo(d1, laptop.pid), vc: await connectTo(d2, vps.pid) };
+  }
+
+  it('SIGKILL of a daemon: its bot dies within a second, and the other daemon takes over after expiry', async () => {
+    const { laptop, lc, vc } = await pair();
+    const pid = (await lc.req('POST', '/bots/a/start')).body.pid as number;
+    expect(isAlive(pid, null)).toBe(true);
+    laptop.child.kill('SIGKILL');
+    const t0 = Date.now();
+    await waitFor(() => !isAlive(pid, null), { timeoutMs: 1000, what: 'the bot dying with its daemon' });
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect((await vc.req('POST', '/bots/a/start')).status).toBe(409);
+    const r = await waitFor(async () => ((await vc.req('POST', '/bots/a/start')).status === 201 ? true : null), { timeoutMs: 10_000, intervalMs: 100, what: 'vps after expiry' });
+    expect(r).toBe(true);
+    expect(taggedProcesses('a')).toHaveLength(1);
+  });
+
+  it('SIGSTOP of a daemon: the watchdog kills its bot, the other daemon takes over, and after SIGCONT nothing comes back', async () => {
+    const { laptop, lc, vc } = await pair();
+    const pid = (await lc.req('POST', '/bots/a/start')).body.pid as number;
+    laptop.child.kill('SIGSTOP');
+    try {
+      let max = 0;
+      await waitFor(
+        async () => {
+          max = Math.max(max, taggedProcesses('a').length);
+          return (await vc.req('POST', '/bots/a/start')).status === 201;
+        },
+        { timeoutMs: 12_000, intervalMs: 100, what: 'vps taking over from a frozen laptop' },
+      );
+      expect(isAlive(pid, null)).toBe(false);
+      expect(max).toBe(1);
+    } finally {
+      laptop.child.kill('SIGCONT');
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(taggedProcesses('a')).toHaveLength(1);
+    const a = (await lc.req('GET', '/bots/a')).body;
+    expect(a.state).toBe('fatal');
+    expect(a.pid).toBeNull();
+  });
+});
