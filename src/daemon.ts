@@ -23,7 +23,11 @@ import { EventStore } from './events/store.js';
 import { buildServer } from './http/server.js';
 import { createLogger } from './logger.js';
 import { DuplicateHunter } from './monitor/duplicates.js';
-import { duplicatesCheck, HealthService, keysCheck } from './monitor/health.js';
+import { alertsCheck, duplicatesCheck, HealthService, keysCheck } from './monitor/health.js';
+import { AlertService } from './alerts/service.js';
+import { fatalFacts } from './alerts/facts.js';
+import { AlertOutbox } from './db/alerts.js';
+import { Metrics } from './metrics/metrics.js';
 import { KeyPool } from './keys/pool.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import { openPgMode, type PgMode } from './pg-mode.js';
@@ -110,7 +114,26 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     pg?.attach(supervisor, events);
     const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues());
     const startedAt = Date.now();
-    const health = new HealthService({ meta: new Meta(db), events, locks, daemonLock, supervisor, version: VERSION, startedAt, now: () => clock.now(), extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys)] });
+    const metrics = new Metrics({ supervisor, keys, events, version: VERSION, pg: pg?.locks ?? null });
+    const alerts = new AlertService(config, {
+      outbox: new AlertOutbox(db),
+      logger: logger.child({ module: 'alerts' }),
+      daemonName: name,
+      enrich: (e) => fatalFacts(supervisor, keys, e),
+      onResult: (alert, outcome) => metrics.alertsSent.inc({ alert, outcome }),
+    });
+    events.setOutbox((e) => alerts.enqueue(e));
+    const health = new HealthService({
+      meta: new Meta(db),
+      events,
+      locks,
+      daemonLock,
+      supervisor,
+      version: VERSION,
+      startedAt,
+      now: () => clock.now(),
+      extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys), alertsCheck(alerts)],
+    });
 
     supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));
     const suspects = new SuspectScanner(events, () => keys.secretValues());
@@ -136,6 +159,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         logger.warn('the daemon section changed: listen, intervals, allowedHosts and retention take effect at the next daemon start');
       }
       supervisor.applyConfig(next);
+      alerts.setConfig(next);
       logger.info({ accounts: [...next.accounts.keys()] }, 'config reloaded');
       return { accounts: [...next.accounts.keys()] };
     };
@@ -152,6 +176,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       version: VERSION,
       reloadConfig,
       leases: () => pg?.locks.leases() ?? [],
+      metrics,
+      alerts,
     });
     await app.listen({ host: listen.host, port: listen.port });
     const addr = app.server.address();
@@ -171,6 +197,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     });
     every(60_000, () => events.prune(supervisor.currentConfig().daemon.events));
     hunter.start(config.daemon.scanIntervalMs);
+    alerts.start();
     every(config.daemon.scanIntervalMs, () => {
       supervisor.sweepStaleLocks().catch((err: unknown) => logger.error({ err }, 'stale lock sweep failed'));
     });
@@ -184,6 +211,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         for (const t of timers) clearInterval(t);
         hunter.stop();
         await supervisor.shutdown(m);
+        alerts.stop();
         await app.close();
         rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
         health.close();

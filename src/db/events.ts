@@ -29,6 +29,11 @@ export class EventRows {
     return Number(this.s.insert.run(type, account, at, data).lastInsertRowid);
   }
 
+  /** Runs fn in one transaction (an event and the alerts it raises are stored together). */
+  atomically<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
   /** Up to `limit` rows after id `since`, oldest first. */
   after(since: number, limit: number): EventRow[] {
     return this.s.since.all(since, limit) as EventRow[];

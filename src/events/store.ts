@@ -17,6 +17,7 @@ export interface Retention {
 export class EventStore {
   private readonly listeners = new Set<Listener>();
   readonly rows: EventRows;
+  private outbox: ((e: BotwardenEvent) => void) | null = null;
 
   constructor(
     db: DB,
@@ -30,8 +31,14 @@ export class EventStore {
   emit(type: EventType, fields: { account?: string | undefined; [k: string]: unknown } = {}): BotwardenEvent {
     const { account, ...data } = fields;
     const at = new Date(this.now()).toISOString();
-    const id = this.rows.insert(type, account ?? null, at, JSON.stringify(data));
-    const event: BotwardenEvent = { id, type, at, ...(account !== undefined ? { account } : {}), ...data };
+    const json = JSON.stringify(data);
+    const base = { type, at, ...(account !== undefined ? { account } : {}), ...data };
+    let event!: BotwardenEvent;
+    // The event and the alerts it raises are stored in one transaction: both or neither.
+    this.rows.atomically(() => {
+      event = { id: this.rows.insert(type, account ?? null, at, json), ...base };
+      this.outbox?.(event);
+    });
     for (const l of this.listeners) {
       try {
         l(event);
@@ -41,6 +48,11 @@ export class EventStore {
       }
     }
     return event;
+  }
+
+  /** Called inside the storing transaction of every event (the alert outbox). */
+  setOutbox(fn: (e: BotwardenEvent) => void): void {
+    this.outbox = fn;
   }
 
   subscribe(l: Listener): () => void {

@@ -19,6 +19,8 @@ export const EVENT_TYPES = [
   'nonce.error',
   'key.rotated',
   'health',
+  'disk.low',
+  'storage.recovered',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

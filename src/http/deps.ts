@@ -1,6 +1,8 @@
 /** What the HTTP adapter is given: the services, never the other way round. */
 import type { Logger } from 'pino';
+import type { AlertService } from '../alerts/service.js';
 import type { LeaseView } from '../db/pg-locks.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { EventStore } from '../events/store.js';
 import type { KeyPool } from '../keys/pool.js';
 import type { HealthService } from '../monitor/health.js';
@@ -20,5 +22,7 @@ export interface ServerDeps {
   reloadConfig: () => Promise<{ accounts: string[] }>;
   /** Every live account lease on the shared database (PostgreSQL mode; [] otherwise). Throws when the backend is down. */
   leases: () => LeaseView[];
+  metrics: Metrics;
+  alerts: AlertService;
 }
 

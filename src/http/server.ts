@@ -13,6 +13,7 @@ import { allowedHostSet, bearer, hostName, tokenChecker } from './guards.js';
 import { botRoutes } from './routes/bots.js';
 import { eventRoutes } from './routes/events.js';
 import { keyRoutes } from './routes/keys.js';
+import { observeRoutes } from './routes/observe.js';
 import { systemRoutes } from './routes/system.js';
 
 export type { ServerDeps } from './deps.js';
@@ -111,6 +112,7 @@ export async function buildServer(deps: ServerDeps) {
   await app.register(eventRoutes(deps));
   await app.register(systemRoutes(deps));
   await app.register(keyRoutes(deps));
+  await app.register(observeRoutes(deps));
   return app;
 }
 

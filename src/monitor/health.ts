@@ -69,6 +69,12 @@ export function duplicatesCheck(hunter: DuplicateHunter): Check {
   return { name: 'duplicates', status: 'degraded', detail: live.map((d) => `${d.account} pid ${d.pid} (${d.policy})`).join(', ') };
 }
 
+/** Alerts: degraded while a target keeps failing (its messages wait in the outbox). */
+export function alertsCheck(alerts: { failing(): string[] }): Check {
+  const failing = alerts.failing();
+  return failing.length === 0 ? { name: 'alerts', status: 'ok', detail: 'every alert target delivers' } : { name: 'alerts', status: 'degraded', detail: `failing: ${failing.join(', ')}` };
+}
+
 const NONCE_WINDOW_MS = 5 * 60_000;
 
 export class HealthService {
