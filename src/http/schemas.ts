@@ -67,9 +67,13 @@ export const StopBody = Type.Union([
   Type.Null(),
 ]);
 
-export const LogsQuery = Type.Object({
-  lines: Type.Integer({ minimum: 0, maximum: 100_000, default: 100 }),
-});
+export const LogsQuery = Type.Object(
+  {
+    lines: Type.Integer({ minimum: 0, maximum: 100_000, default: 100 }),
+    token: Type.Optional(Type.String({ maxLength: 512 })),
+  },
+  { additionalProperties: false },
+);
 
 export const EventsQuery = Type.Object({
   since: Type.Optional(Type.Integer({ minimum: 0 })),
@@ -77,7 +81,7 @@ export const EventsQuery = Type.Object({
   types: Type.Optional(Type.String({ pattern: '^[a-z._,]*$', maxLength: 500 })),
   account: Type.Optional(Type.String({ pattern: ACCOUNT_ID_PATTERN })),
   token: Type.Optional(Type.String({ maxLength: 512 })),
-});
+}, { additionalProperties: false });
 
 export const Event = Type.Object(
   { id: Type.Integer(), type: Type.String(), at: Type.String({ format: 'date-time' }), account: Type.Optional(Type.String()) },

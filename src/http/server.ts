@@ -14,6 +14,7 @@ import { botRoutes } from './routes/bots.js';
 import { eventRoutes } from './routes/events.js';
 import { keyRoutes } from './routes/keys.js';
 import { observeRoutes } from './routes/observe.js';
+import { dashboardRoutes, DASHBOARD_PATHS } from './routes/dashboard.js';
 import { systemRoutes } from './routes/system.js';
 
 export type { ServerDeps } from './deps.js';
@@ -35,15 +36,13 @@ export async function buildServer(deps: ServerDeps) {
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // An empty body with a JSON content type is "no body", not an error (curl -H 'content-type: application/json' -X POST).
+  // fastify's own JSON parser (prototype-poisoning protection: __proto__ / constructor.prototype
+  // keys are refused); only an empty body is ours to handle: "no body", not an error.
+  const defaultJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, body, done) => {
-    const text = String(body);
-    if (text.trim() === '') return done(null, null);
-    try {
-      done(null, JSON.parse(text));
-    } catch {
-      done(Errors.badRequest('Malformed JSON body.'), undefined);
-    }
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (req, body, done) => {
+    if (String(body).trim() === '') return done(null, null);
+    defaultJson(req, body as string, done);
   });
 
   let closing = false;
@@ -55,12 +54,28 @@ export async function buildServer(deps: ServerDeps) {
     if (closing && req.headers.upgrade !== undefined) return done(Errors.shuttingDown());
     const host = req.headers.host;
     if (host === undefined || !hosts.has(hostName(host))) return done(Errors.misdirected(host ?? ''));
-    if (req.routeOptions.url === '/health') return done();
+    const route = req.routeOptions.url;
+    if (route === '/health' || (route !== undefined && DASHBOARD_PATHS.has(route))) return done();
     let given = bearer(req.headers.authorization);
-    if (given === undefined && req.routeOptions.url === '/events') {
+    // Websockets may carry the token in the query (a browser cannot set the header on them).
+    if (given === undefined && (route === '/events' || route === '/bots/:account/logs/stream')) {
       given = (req.query as { token?: string } | undefined)?.token;
     }
     done(tokenMatches(given) ? undefined : Errors.unauthorized());
+  });
+
+  // Strict input: what a route does not declare, it refuses (a trader who types ?grace=5000 must
+  // not believe it was taken into account). Declared schemas refuse unknown names themselves.
+  app.addHook('preValidation', (req, _reply, done) => {
+    const schema = req.routeOptions.schema;
+    if (!schema?.querystring) {
+      const unknown = Object.keys((req.query as Record<string, unknown> | undefined) ?? {});
+      if (unknown.length > 0) return done(Errors.invalidQuery(`Unknown query parameter${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}; this route takes none.`));
+    }
+    if (!schema?.body && req.body !== undefined && req.body !== null) {
+      return done(Errors.badRequest(`${req.method} ${req.routeOptions.url ?? ''} takes no body; remove it.`));
+    }
+    done();
   });
 
   // A refused websocket upgrade (401, 421, 400) is answered on a socket that sits outside the
@@ -113,6 +128,7 @@ export async function buildServer(deps: ServerDeps) {
   await app.register(systemRoutes(deps));
   await app.register(keyRoutes(deps));
   await app.register(observeRoutes(deps));
+  await app.register(dashboardRoutes());
   return app;
 }
 
