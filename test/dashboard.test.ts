@@ -55,7 +55,6 @@ function watch(page: Page) {
   return problems;
 }
 
-const state = (page: Page, account: string) => page.getAttribute(`[data-account="${account}"]`, 'data-state');
 
 describe('dashboard', () => {
   it('logs in, starts and stops by clicking, shows refusals, live events and output, and catches up after a daemon restart', async () => {

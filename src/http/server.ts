@@ -42,7 +42,7 @@ export async function buildServer(deps: ServerDeps) {
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (req, body, done) => {
     if (String(body).trim() === '') return done(null, null);
-    defaultJson(req, body as string, done);
+    void defaultJson(req, body as string, done);
   });
 
   let closing = false;
