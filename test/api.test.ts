@@ -101,7 +101,7 @@ describe('bad input gets a clear 4xx and changes nothing', () => {
   it('400 on malformed JSON and on a negative graceMs; 413 on a 200 KB body', async () => {
     const bad = await d.req('POST', '/bots/acct/stop', { body: '{"graceMs": ' });
     expect(bad.status).toBe(400);
-    expect(bad.body.message).toMatch(/Malformed JSON/);
+    expect(bad.body.message).toMatch(/not valid JSON/);
     const neg = await d.req('POST', '/bots/acct/stop', { body: { graceMs: -1 } });
     expect(neg.status).toBe(400);
     expect(neg.body.code).toBe('INVALID_BODY');

@@ -63,9 +63,9 @@ describe('config file', () => {
     }
   });
 
-  it('refuses the postgres lock backend clearly instead of falling back to local locks', () => {
-    const problems = problemsOf({ lock: { backend: 'postgres', url: 'postgres://x' }, accounts: {} });
-    expect(problems.join('\n')).toContain('/lock/backend: the postgres lease backend');
+  it('refuses a postgres lock backend without a URL instead of falling back to local locks', () => {
+    const problems = problemsOf({ lock: { backend: 'postgres' }, accounts: {} });
+    expect(problems.join('\n')).toContain('/lock/url: the postgres backend needs a connection URL');
     expect(problemsOf({ lock: { backend: 'sqlite' }, accounts: {} })).toEqual([]);
   });
 

@@ -121,8 +121,15 @@ export class AlertService {
     } finally {
       this.sending = false;
     }
-    const next = this.d.outbox.nextDue();
-    if (next !== null) this.wake(Math.min(next - this.now(), MAX_DELAY_MS));
+    if (this.stopped) return; // the daemon is closing its database
+    try {
+      const next = this.d.outbox.nextDue();
+      if (next !== null) this.wake(Math.min(next - this.now(), MAX_DELAY_MS));
+    } catch (err) {
+      // Storage unusable (full, closed): the alerts stay queued on disk; look again later.
+      this.d.logger.error({ err }, 'cannot read the alert outbox');
+      this.wake(MAX_DELAY_MS);
+    }
   }
 
   private async deliver(row: OutboxRow): Promise<void> {

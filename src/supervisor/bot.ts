@@ -19,7 +19,6 @@ import { ACTIVE_STATES, type BotState, type FatalReason, type StopReason } from 
 import type { BotDeps, BotView } from './types.js';
 
 export type { LiveInstance } from './instance.js';
-
 export type { BotDeps, BotView } from './types.js';
 
 export class BotController extends BotMachine {
