@@ -20,6 +20,11 @@ export const realClock: Clock = {
   },
 };
 
+/** Resolves after `ms` on this clock (a ManualClock: when the test advances it). Never holds the process open. */
+export function sleepOn(clock: Clock, ms: number): Promise<void> {
+  return new Promise((resolve) => clock.setTimeout(resolve, Math.max(0, ms)));
+}
+
 /** A clock that moves only when told to (tests). */
 export class ManualClock implements Clock {
   private t: number;
@@ -38,6 +43,23 @@ export class ManualClock implements Clock {
     const id = ++this.seq;
     this.timers.set(id, { at: this.t + Math.max(0, ms), fn });
     return { cancel: () => this.timers.delete(id) };
+  }
+
+  /** Timers waiting to fire. */
+  get pending(): number {
+    return this.timers.size;
+  }
+
+  /**
+   * Moves time forward in steps, letting the code that runs between timers (awaits, real I/O)
+   * set its next timers, until `ms` have passed. For loops that sleep, look, and sleep again.
+   */
+  async run(ms: number, stepMs = 5): Promise<void> {
+    const end = this.t + ms;
+    while (this.t < end) {
+      this.advance(Math.min(stepMs, end - this.t));
+      await new Promise((r) => setImmediate(r));
+    }
   }
 
   /** Moves time forward, firing due timers in order. */

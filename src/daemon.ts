@@ -112,8 +112,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
     const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv, keys, ...(pg ? { wrapCommand: pg.wrapCommand } : {}) });
     pg?.attach(supervisor, events);
-    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues());
-    const startedAt = Date.now();
+    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock);
+    const startedAt = clock.now();
     const metrics = new Metrics({ supervisor, keys, events, version: VERSION, pg: pg?.locks ?? null });
     const alerts = new AlertService(config, {
       outbox: new AlertOutbox(db),
@@ -141,7 +141,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
 
     events.prune(config.daemon.events);
     const r0 = performance.now();
-    const exits = new ExitPoller();
+    const exits = new ExitPoller(clock);
     await reconcile({ supervisor, registry, locks, events, logger, exits });
     const reconcileMs = performance.now() - r0;
 

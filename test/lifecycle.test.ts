@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { ManualClock } from '../src/clock.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isAlive, readEnviron } from '../src/proc/procfs.js';
 import { fixture, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, waitFor, type TestDaemon } from './helper.js';
@@ -57,17 +58,22 @@ describe('start and stop', () => {
     expect(taggedProcesses('kraken-main')).toEqual([first.pid]);
   });
 
-  it('SIGKILLs a bot that ignores SIGTERM once its grace is over, and says so in lastExit', async () => {
-    d = await startTestDaemon(makeConfig({ accounts: { stubborn: { ...base, command: fixture('no-killable.js'), stop: { graceMs: 300 } } } }));
+  it('SIGKILLs a bot that ignores SIGTERM once its grace is over (on the daemon clock), and says so in lastExit', async () => {
+    const clock = new ManualClock(Date.now());
+    d = await startTestDaemon(makeConfig({ accounts: { stubborn: { ...base, command: fixture('no-killable.js'), stop: { graceMs: 300 } } } }), { clock });
     const bot = (await d.req('POST', '/bots/stubborn/start')).body;
     await waitFor(() => readFileSync(`${d!.dataDir}/logs/stubborn.log`, 'utf8').includes('ready'), { what: 'bot ready' });
-    const t0 = Date.now();
-    const res = await d.req('POST', '/bots/stubborn/stop');
-    const took = Date.now() - t0;
+    const stopping = d.req('POST', '/bots/stubborn/stop');
+    await waitFor(() => readFileSync(`${d!.dataDir}/logs/stubborn.log`, 'utf8').includes('SIGTERM ignored'), { what: 'SIGTERM delivered' });
+    // However long it really takes, the grace has not run out on the daemon's clock: no SIGKILL yet.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(isAlive(bot.pid, null)).toBe(true);
+    await clock.run(299);
+    expect(isAlive(bot.pid, null)).toBe(true);
+    await clock.run(20);
+    const res = await stopping;
     expect(res.body.lastExit).toMatchObject({ signal: 'SIGKILL', code: null, forced: true });
-    expect(took).toBeGreaterThanOrEqual(280);
     expect(isAlive(bot.pid, null)).toBe(false);
-    expect(readFileSync(`${d.dataDir}/logs/stubborn.log`, 'utf8')).toContain('SIGTERM ignored');
   });
 
   it('honours graceMs from the stop body', async () => {
@@ -155,12 +161,11 @@ describe('start and stop', () => {
     );
     const pids = (await Promise.all([d.req('POST', '/bots/a/start'), d.req('POST', '/bots/b/start')])).map((r) => r.body.pid as number);
     await new Promise((r) => setTimeout(r, 300)); // let both install their SIGTERM handler
-    const stopping: unknown[] = [];
-    d.events.subscribe((e) => e.type === 'bot.stopping' && stopping.push(e.reason));
-    const t0 = Date.now();
+    const seen: string[] = [];
+    d.events.subscribe((e) => (e.type === 'bot.stopping' || e.type === 'bot.stopped') && seen.push(`${e.type}:${String(e.reason)}`));
     await d.close();
-    expect(stopping).toEqual(['shutdown', 'shutdown']);
-    expect(Date.now() - t0).toBeLessThan(550); // parallel: ~300 ms, not ~600
+    // In parallel: both are asked to stop before either is gone (one after the other would interleave).
+    expect(seen).toEqual(['bot.stopping:shutdown', 'bot.stopping:shutdown', 'bot.stopped:shutdown', 'bot.stopped:shutdown']);
     for (const pid of pids) expect(isAlive(pid, null)).toBe(false);
   });
 });

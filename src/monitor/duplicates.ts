@@ -7,6 +7,7 @@
  * with `duplicates: kill`, stopped with the account's signal, grace, SIGKILL.
  */
 import type { Logger } from 'pino';
+import { realClock, type Clock, type TimerHandle } from '../clock.js';
 import type { Account } from '../config/schema.js';
 import { Errors } from '../errors.js';
 import type { EventStore } from '../events/store.js';
@@ -36,7 +37,8 @@ export class DuplicateHunter {
   private patterns = new Map<string, RegExp>();
   private patternsFor: Map<string, Account> | null = null;
   private readonly matched = new WeakMap<ProcInfo, { config: Map<string, Account>; result: { account: Account; by: 'match' }[] }>();
-  private timer: NodeJS.Timeout | null = null;
+  private timer: TimerHandle | null = null;
+  private generation = 0;
   private scanning: Promise<Duplicate[]> | null = null;
   /** Scan figures for /health and the bench. */
   readonly stats = { scans: 0, lastScanMs: 0, totalScanMs: 0, processes: 0 };
@@ -47,6 +49,8 @@ export class DuplicateHunter {
     private readonly logger: Logger,
     /** Known secret values, masked in reported command lines. */
     private readonly secrets: () => readonly string[] = () => [],
+    /** Scan period and kill grace run on this clock. */
+    private readonly clock: Clock = realClock,
   ) {
     // Re-read every scan: processes that look like bots, except the registered bots themselves
     // (their exits are watched elsewhere, and a registered bot is its account's own by definition).
@@ -60,14 +64,23 @@ export class DuplicateHunter {
 
   start(intervalMs: number): void {
     this.stop();
-    this.timer = setInterval(() => {
-      void this.scanNow().catch((err: unknown) => this.logger.error({ err }, 'duplicate scan failed'));
-    }, intervalMs);
-    this.timer.unref();
+    const gen = ++this.generation;
+    // The next scan is scheduled when this one is done: scans never pile up on a slow machine.
+    const tick = () => {
+      this.timer = this.clock.setTimeout(() => {
+        this.scanNow()
+          .catch((err: unknown) => this.logger.error({ err }, 'duplicate scan failed'))
+          .finally(() => {
+            if (gen === this.generation) tick();
+          });
+      }, intervalMs);
+    };
+    tick();
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.generation++;
+    this.timer?.cancel();
     this.timer = null;
   }
 
@@ -191,7 +204,7 @@ export class DuplicateHunter {
 
   /** Signal, grace, SIGKILL (the one termination mechanism), then says what happened. */
   private async terminate(dup: Duplicate, account: Account): Promise<void> {
-    const { forced, gone } = await terminateProcess(dup, account.stop.signal, account.stop.graceMs);
+    const { forced, gone } = await terminateProcess(dup, account.stop.signal, account.stop.graceMs, this.clock);
     if (!gone) {
       this.logger.error({ account: dup.account, pid: dup.pid }, 'a duplicate instance survived SIGKILL (uninterruptible sleep?); it stays reported');
       return;

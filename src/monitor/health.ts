@@ -144,7 +144,7 @@ export class HealthService {
       checks.push({ name: 'monitors', status: 'degraded', detail: `a check could not run: ${(err as Error).message}` });
     }
     const status: Status = checks.some((c) => c.status === 'failing') ? 'failing' : checks.some((c) => c.status === 'degraded') ? 'degraded' : 'ok';
-    return { status, version: this.deps.version, uptimeMs: Date.now() - this.deps.startedAt, bots, checks };
+    return { status, version: this.deps.version, uptimeMs: (this.deps.now?.() ?? Date.now()) - this.deps.startedAt, bots, checks };
   }
 
   /** What an unauthenticated caller sees: status and counts, no account names or details. */

@@ -5,6 +5,7 @@
  * bounded: past `maxBytes` it rotates copy-then-truncate, because the bot
  * holds the file open in append mode and cannot be asked to reopen it.
  */
+import { realClock, type Clock, type TimerHandle } from '../clock.js';
 import { appendFileSync, closeSync, copyFileSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, rmSync, truncateSync, watch, type FSWatcher } from 'node:fs';
 
 export interface TailerOptions {
@@ -14,6 +15,8 @@ export interface TailerOptions {
   /** Start at the current end of the file (old lines are not rescanned). */
   fromEnd: boolean;
   pollMs?: number;
+  /** The poll's clock (tests may drive it); fs.watch wakes the tailer in between. */
+  clock?: Clock;
   /** Told about failures that must not stop the tailing (a throwing line handler, a failed rotation). */
   onError?: (what: string, err: unknown) => void;
 }
@@ -25,7 +28,7 @@ export class LogTailer {
   private offset = 0;
   private partial = '';
   private watcher: FSWatcher | null = null;
-  private poll: NodeJS.Timeout | null = null;
+  private poll: TimerHandle | null = null;
   private scheduled = false;
   private stopped = false;
   private readonly buf = Buffer.allocUnsafe(CHUNK);
@@ -44,8 +47,15 @@ export class LogTailer {
     } catch {
       this.watcher = null; // the poll still works
     }
-    this.poll = setInterval(() => this.schedule(), this.opts.pollMs ?? 2000);
-    this.poll.unref();
+    const clock = this.opts.clock ?? realClock;
+    const every = this.opts.pollMs ?? 2000;
+    const tick = () => {
+      this.poll = clock.setTimeout(() => {
+        this.schedule();
+        if (!this.stopped) tick();
+      }, every);
+    };
+    tick();
   }
 
   /** Reads what is left and stops following. */
@@ -54,7 +64,7 @@ export class LogTailer {
     this.readNew();
     this.stopped = true;
     this.closeWatcher();
-    if (this.poll) clearInterval(this.poll);
+    this.poll?.cancel();
     if (this.partial) {
       this.emit(this.partial);
       this.partial = '';

@@ -37,7 +37,7 @@ export class BotController extends BotMachine {
   ) {
     super(account.id, deps.logger.child({ account: account.id }), deps.events, deps.registry, deps.clock);
     this.lease = new AccountLease(deps, () => this.account);
-    this.output = new BotOutput(() => this.account, deps, this.log, () => deps.clock.now(), () => this.lease.keyId, () => {
+    this.output = new BotOutput(() => this.account, deps, this.log, deps.clock, () => this.lease.keyId, () => {
       const inst = this.proc;
       if (inst) this.serialize(() => this.rotate(inst)).catch((err: unknown) => this.log.error({ err }, 'key rotation failed'));
     });

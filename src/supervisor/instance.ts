@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Clock } from '../clock.js';
 import type { Account } from '../config/schema.js';
 import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
@@ -27,7 +28,7 @@ export interface InstanceDeps {
   registry: Registry;
   events: EventStore;
   daemonId: string;
-  now: () => number;
+  clock: Clock;
   /** Wraps a bot's argv so it dies with the daemon (PostgreSQL mode), or leaves it as is. */
   wrapCommand: (command: string[]) => string[];
 }
@@ -43,7 +44,7 @@ export interface Launch {
 export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: Launch): Promise<LiveInstance> {
   lease.assertValid();
   const instanceId = randomUUID();
-  const startedAt = new Date(d.now()).toISOString();
+  const startedAt = new Date(d.clock.now()).toISOString();
   d.registry.createInstance({ id: instanceId, account: l.account.id, daemonId: d.daemonId, keyId: l.keyId, logPath: l.logPath, startedAt });
   let spawned;
   try {
@@ -85,10 +86,11 @@ export async function endInstance(d: InstanceDeps, account: Account, inst: LiveI
     { instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks, exited: inst.exited },
     account.stop.signal,
     o.graceMs,
+    d.clock,
   );
   const unknown: ExitStatus = { code: null, signal: forced ? 'SIGKILL' : null };
   const status = o.known ?? (await Promise.race([inst.exited, sleep(2000, unknown, { ref: false })]));
-  const at = new Date(d.now()).toISOString();
+  const at = new Date(d.clock.now()).toISOString();
   d.registry.markExited(inst.instanceId, { code: status.code, signal: status.signal, forced, endedAt: at });
   d.events.emit('bot.exited', { account: account.id, pid: inst.pid, instanceId: inst.instanceId, code: status.code, signal: status.signal, forced });
   return { status, forced, at };

@@ -5,6 +5,7 @@
  * the daemon's other line scanners.
  */
 import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
 import type { Account } from '../config/schema.js';
 import type { EventStore } from '../events/store.js';
 import { sanitizeLine } from '../output/patterns.js';
@@ -28,13 +29,13 @@ export class BotOutput {
     private readonly account: () => Account,
     private readonly d: OutputDeps,
     private readonly log: Logger,
-    now: () => number,
+    private readonly clock: Clock,
     /** The key the bot runs on now (for the event and the key's counter). */
     private readonly keyId: () => string | null,
     /** The breaker tripped: the controller stops the bot and rotates its key. */
     private readonly onTrip: () => void,
   ) {
-    this.breaker = new NonceBreaker(account().nonceErrors, now);
+    this.breaker = new NonceBreaker(account().nonceErrors, () => clock.now());
   }
 
   /** Follows the file from its current end (old lines are not rescanned). */
@@ -43,6 +44,7 @@ export class BotOutput {
     this.tailer = new LogTailer(logPath, (line) => this.onLine(line), {
       ...this.d.logRotation,
       fromEnd: true,
+      clock: this.clock,
       onError: (what, err) => this.log.warn({ err }, what),
     });
     this.tailer.start();

@@ -10,6 +10,7 @@ import type { LockBackend } from '../db/locks.js';
 import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
 import { environValue, HAS_PROC, isAlive, listPids, openStatHandle, readStat, type ProcStat, type StatHandle } from '../proc/procfs.js';
+import { realClock, type Clock, type TimerHandle } from '../clock.js';
 import type { ExitStatus } from './spawn.js';
 import { terminate } from './terminate.js';
 import type { Supervisor } from './supervisor.js';
@@ -129,21 +130,24 @@ function findByInstance(ids: Set<string>): Map<string, ProcStat> {
  */
 export class ExitPoller {
   private readonly watched = new Map<number, { handle: StatHandle | null; startTicks: number | null; resolve: (s: ExitStatus) => void }>();
-  private timer: NodeJS.Timeout | null = null;
+  private timer: TimerHandle | null = null;
 
-  constructor(private readonly intervalMs = EXIT_POLL_MS) {}
+  constructor(
+    private readonly clock: Clock = realClock,
+    private readonly intervalMs = EXIT_POLL_MS,
+  ) {}
 
   watch(pid: number, startTicks: number | null): Promise<ExitStatus> {
     return new Promise((resolve) => {
       // A held-open /proc/<pid>/stat where possible: one pread per check, immune to pid reuse.
       const handle = openStatHandle(pid, startTicks);
       this.watched.set(pid, { handle, startTicks, resolve });
-      this.timer ??= setInterval(() => this.pollAll(), this.intervalMs).unref();
+      this.schedule();
     });
   }
 
   close(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.cancel();
     this.timer = null;
     for (const w of this.watched.values()) w.handle?.close();
     this.watched.clear();
@@ -157,9 +161,12 @@ export class ExitPoller {
       // Not our child: its exit code went to its new parent, so it is unknown here.
       w.resolve({ code: null, signal: null });
     }
-    if (this.watched.size === 0 && this.timer) {
-      clearInterval(this.timer);
-      this.timer = null;
-    }
+    this.timer = null;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.timer || this.watched.size === 0) return;
+    this.timer = this.clock.setTimeout(() => this.pollAll(), this.intervalMs);
   }
 }

@@ -184,7 +184,6 @@ export class Supervisor {
       holder: d.holder,
       daemonId: d.daemonId,
       logsDir: d.logsDir,
-      now: () => d.clock.now(),
       wrapCommand: d.wrapCommand ?? ((c) => c),
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
       baseEnv: () => this.baseEnv(),

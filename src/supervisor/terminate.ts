@@ -11,6 +11,7 @@
  * left to the duplicate hunter, which sees its stale instance marker.)
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { realClock, sleepOn, type Clock } from '../clock.js';
 import { HAS_PROC, instanceProcesses, isAlive, readStat, type ProcStat } from '../proc/procfs.js';
 
 export interface TerminateTarget {
@@ -30,8 +31,12 @@ export interface TerminateResult {
 const POLL_MS = 15;
 const KILL_WAIT_MS = 5000;
 
-export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, graceMs: number): Promise<TerminateResult> {
-  const deadline = Date.now() + graceMs;
+/**
+ * The grace period runs on `clock` (tests drive it); waiting for the kernel to reap a SIGKILLed
+ * process is real time (KILL_WAIT_MS), since no policy decides it.
+ */
+export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, graceMs: number, clock: Clock = realClock): Promise<TerminateResult> {
+  const deadline = clock.now() + graceMs;
   const ident = { id: t.instanceId, pgid: t.pgid, startTicks: t.startTicks };
   const signaled = new Set<number>();
   if (isAlive(t.pid, t.startTicks)) {
@@ -46,18 +51,18 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
     if (p.pgid !== t.pgid && !signaled.has(p.pid)) send(p.pid, signal);
     signaled.add(p.pid);
   }
-  await Promise.race([t.exited, sleep(Math.max(0, deadline - Date.now()), undefined, { ref: false })]);
+  await Promise.race([t.exited, sleepOn(clock, deadline - clock.now())]);
   for (;;) {
     tree = remaining(tree, ident);
     if (tree.length === 0) return { forced: false };
-    if (Date.now() >= deadline) break;
+    if (clock.now() >= deadline) break;
     for (const p of tree) {
       if (!signaled.has(p.pid)) {
         if (p.pgid !== t.pgid) send(p.pid, signal);
         signaled.add(p.pid);
       }
     }
-    await sleep(Math.min(POLL_MS, Math.max(1, deadline - Date.now())));
+    await sleepOn(clock, Math.min(POLL_MS, Math.max(1, deadline - clock.now())));
   }
   // Grace is over: SIGKILL the group and every marked process, then wait for them to go.
   const killUntil = Date.now() + KILL_WAIT_MS;
@@ -107,14 +112,19 @@ function send(pid: number, signal: NodeJS.Signals): void {
  * started by hand): only that process, never its group (it may share one with the user's shell),
  * identity re-checked before every signal. Resolves once it is gone (or after the kill wait).
  */
-export async function terminateProcess(p: { pid: number; startTicks: number }, signal: NodeJS.Signals, graceMs: number): Promise<TerminateResult & { gone: boolean }> {
+export async function terminateProcess(
+  p: { pid: number; startTicks: number },
+  signal: NodeJS.Signals,
+  graceMs: number,
+  clock: Clock = realClock,
+): Promise<TerminateResult & { gone: boolean }> {
   const same = () => {
     const st = readStat(p.pid);
     return st !== null && st.startTicks === p.startTicks && st.state !== 'Z' && st.state !== 'X';
   };
-  const deadline = Date.now() + graceMs;
+  const deadline = clock.now() + graceMs;
   if (same()) send(p.pid, signal);
-  while (same() && Date.now() < deadline) await sleep(Math.min(POLL_MS, Math.max(1, deadline - Date.now())));
+  while (same() && clock.now() < deadline) await sleepOn(clock, Math.min(POLL_MS, Math.max(1, deadline - clock.now())));
   if (!same()) return { forced: false, gone: true };
   send(p.pid, 'SIGKILL');
   const killUntil = Date.now() + KILL_WAIT_MS;

@@ -1,5 +1,4 @@
 /** The controller's dependencies and its public view of a bot. */
-import type { Clock } from '../clock.js';
 import type { Account } from '../config/schema.js';
 import type { LastExit } from '../db/registry.js';
 import type { LockFacts } from '../errors.js';
@@ -9,7 +8,6 @@ import type { OutputDeps } from './output.js';
 import type { BotState } from './states.js';
 
 export interface BotDeps extends InstanceDeps, LeaseDeps, OutputDeps {
-  clock: Clock;
   logsDir: string;
   /** The environment every bot inherits (the daemon's, minus secrets). */
   baseEnv: () => Record<string, string>;
