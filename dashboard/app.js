@@ -127,7 +127,8 @@ async function refreshBot(account) {
 }
 
 async function refreshKeys() {
-  const { keys } = await api('GET', '/keys');
+  let keys;
+  try { ({ keys } = await api('GET', '/keys')); } catch { return; } // the daemon is away: the next event refreshes
   $('#keys tbody').replaceChildren(...keys.map((k) => el('tr', { 'data-key': k.id, 'data-until': k.cooldownUntil ?? '' },
     el('td', {}, k.id), el('td', {}, k.state), el('td', {}, k.account ?? '-'), el('td', { class: 'cool' }, k.cooldownUntil ? human(Date.parse(k.cooldownUntil) - Date.now()) : '-'), el('td', {}, String(k.nonceErrors)))));
 }
@@ -176,7 +177,7 @@ function onEvent(e) {
   if (replaying) return;
   if (e.account && (e.type.startsWith('bot.') || e.type.startsWith('lock.') || e.type === 'nonce.error' || e.type === 'key.rotated')) void refreshBot(e.account);
   if (e.type.startsWith('lock.') || e.type.startsWith('key.')) { void refreshKeys(); void refreshLeases(); }
-  if (e.type === 'daemon.started') void loadAll();
+  if (e.type === 'daemon.started') loadAll().catch(() => undefined);
 }
 
 function connect() {
@@ -237,7 +238,7 @@ async function boot() {
   const info = await api('GET', '/events/history?types=daemon.started&limit=1').catch(() => ({ events: [] }));
   const started = info.events[0];
   if (started) $('#daemon').textContent = `${started.name ?? ''} v${started.version ?? ''}`;
-  const last = await api('GET', '/events/history?limit=200');
+  const last = await api('GET', '/events/history?limit=200').catch(() => ({ events: [] }));
   replaying = true; // the views were just loaded: history only fills the feed
   for (const e of last.events) onEvent(e);
   replaying = false;
