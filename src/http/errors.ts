@@ -26,7 +26,12 @@ export function toBotwardenError(err: FastifyError | BotwardenError, params: Rec
   if (fe.validation) {
     if (fe.validationContext === 'params' && params?.account !== undefined) return Errors.invalidAccountId(params.account);
     const where = fe.validationContext ?? 'request';
-    const message = `Invalid ${where}: ${fe.message}`;
+    const first = fe.validation[0] as { keyword?: string; params?: { additionalProperty?: string }; instancePath?: string } | undefined;
+    const unknown = first?.keyword === 'additionalProperties' ? first.params?.additionalProperty : undefined;
+    const message =
+      unknown !== undefined
+        ? `Unknown ${where === 'querystring' ? 'query parameter' : where === 'body' ? 'body field' : 'field'} '${unknown}'${first?.instancePath ? ` in ${first.instancePath}` : ''}.`
+        : `Invalid ${where}: ${fe.message}`;
     return where === 'querystring' ? Errors.invalidQuery(message) : where === 'body' ? Errors.invalidBody(message) : Errors.badRequest(message);
   }
   if (isDiskFull(err)) return Errors.storageFull(fe.message, err);

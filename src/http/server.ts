@@ -5,6 +5,8 @@
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
 import { Errors, type BotwardenError } from '../errors.js';
 import { toBotwardenError, toErrorBody } from './errors.js';
@@ -23,8 +25,32 @@ export const BODY_LIMIT = 64 * 1024;
 
 export type App = FastifyInstance & { withTypeProvider: () => FastifyInstance };
 
+/** Sockets whose last response said `Connection: close`: whatever the client still sends is dropped, not answered. */
+const closeAnnounced = new WeakSet<Socket>();
+
+/**
+ * A request the HTTP parser cannot read gets 400 (408 timeout, 431 headers too large) and the
+ * socket is closed. But bytes that arrive after a response that announced `Connection: close` (a
+ * body we refused before reading it) are no new request: answering them would put a second
+ * response on the wire.
+ */
+function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  if (closeAnnounced.has(socket)) {
+    // Leftovers of a request whose answer is on its way (and closes the socket): let it finish.
+    setTimeout(() => socket.destroy(), 5000).unref();
+    return;
+  }
+  if (!socket.writable) return void socket.destroy();
+  const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+  const body = JSON.stringify({ statusCode: status, error: STATUS_CODES[status], code: 'BAD_REQUEST', message: status === 431 ? 'Request headers too large.' : status === 408 ? 'Request timed out.' : 'Malformed HTTP request.' });
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+  socket.destroySoon();
+}
+
 export async function buildServer(deps: ServerDeps) {
   const app = Fastify({
+    clientErrorHandler,
     loggerInstance: deps.logger.child({ module: 'http' }),
     logController: new LogController({ disableRequestLogging: true }),
     // No per-request child logger (request logging is off): under 200 racing requests building one
@@ -41,8 +67,14 @@ export async function buildServer(deps: ServerDeps) {
   const defaultJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (req, body, done) => {
-    if (String(body).trim() === '') return done(null, null);
+    if (String(body).trim() === '') return done(null, undefined);
     void defaultJson(req, body as string, done);
+  });
+
+  // Before fastify sees the request (a bad URL is answered without hooks): remember sockets whose
+  // client asked for `Connection: close`.
+  app.server.prependListener('request', (req: IncomingMessage) => {
+    if (req.headers.connection?.toLowerCase() === 'close') closeAnnounced.add(req.socket);
   });
 
   let closing = false;
@@ -72,7 +104,7 @@ export async function buildServer(deps: ServerDeps) {
       const unknown = Object.keys((req.query as Record<string, unknown> | undefined) ?? {});
       if (unknown.length > 0) return done(Errors.invalidQuery(`Unknown query parameter${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}; this route takes none.`));
     }
-    if (!schema?.body && req.body !== undefined && req.body !== null) {
+    if (!schema?.body && req.body !== undefined) {
       return done(Errors.badRequest(`${req.method} ${req.routeOptions.url ?? ''} takes no body; remove it.`));
     }
     done();
@@ -81,6 +113,7 @@ export async function buildServer(deps: ServerDeps) {
   // A refused websocket upgrade (401, 421, 400) is answered on a socket that sits outside the
   // HTTP server's bookkeeping: close it, or it leaks and holds up app.close().
   app.addHook('onResponse', (req, reply, done) => {
+    if (!reply.raw.shouldKeepAlive) closeAnnounced.add(req.raw.socket);
     if (req.headers.upgrade !== undefined && reply.statusCode >= 400) {
       const socket = req.raw.socket;
       socket.end();

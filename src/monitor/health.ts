@@ -3,7 +3,7 @@
  * `failing` (HTTP 503) only when the daemon cannot keep its promises:
  * storage or the lock backend unusable, or the data-dir lock lost.
  */
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { LoopLag } from './loop-lag.js';
 import type { Meta } from '../db/meta.js';
 import type { EventStore } from '../events/store.js';
 import type { DuplicateHunter } from './duplicates.js';
@@ -44,7 +44,6 @@ export interface HealthDeps {
 }
 
 const LOOP_DELAY_DEGRADED_MS = 500;
-const LOOP_RESOLUTION_MS = 20;
 
 /** Keys: degraded while a configured key has no secret in the environment. */
 export async function keysCheck(keys: KeyPool): Promise<Check> {
@@ -79,11 +78,10 @@ export function alertsCheck(alerts: { failing(): string[] }): Check {
 const NONCE_WINDOW_MS = 5 * 60_000;
 
 export class HealthService {
-  private readonly loop: IntervalHistogram;
+  private readonly loop = new LoopLag();
 
   constructor(private readonly deps: HealthDeps) {
-    this.loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
-    this.loop.enable();
+    this.loop.start();
   }
 
   async snapshot(): Promise<HealthSnapshot> {
@@ -129,13 +127,11 @@ export class HealthService {
     } catch (err) {
       checks.push({ name: 'nonce-errors', status: 'degraded', detail: `cannot count: ${(err as Error).message}` });
     }
-    // The histogram's samples include its own timer period: what is beyond it is the real delay.
-    const p99 = Math.max(0, this.loop.percentile(99) / 1e6 - LOOP_RESOLUTION_MS);
-    this.loop.reset();
+    const { p99Ms: p99, maxMs } = this.loop.read();
     checks.push({
       name: 'event-loop',
       status: p99 > LOOP_DELAY_DEGRADED_MS ? 'degraded' : 'ok',
-      detail: `p99 delay ${p99.toFixed(1)} ms`,
+      detail: `p99 delay ${p99.toFixed(1)} ms, max ${maxMs.toFixed(1)} ms`,
     });
     try {
       checks.push(...((await this.deps.extraChecks?.()) ?? []));
@@ -153,6 +149,6 @@ export class HealthService {
   }
 
   close(): void {
-    this.loop.disable();
+    this.loop.stop();
   }
 }
