@@ -28,6 +28,7 @@ import { AlertService } from './alerts/service.js';
 import { fatalFacts } from './alerts/facts.js';
 import { AlertOutbox } from './db/alerts.js';
 import { Metrics } from './metrics/metrics.js';
+import { DiskWatcher } from './monitor/disk.js';
 import { KeyPool } from './keys/pool.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import { openPgMode, type PgMode } from './pg-mode.js';
@@ -114,6 +115,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     pg?.attach(supervisor, events);
     const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock);
     const startedAt = clock.now();
+    const disk = new DiskWatcher(settings.dataDir, () => supervisor.currentConfig().daemon.minFreeBytes, events, logger.child({ module: 'disk' }));
+    disk.check();
     const metrics = new Metrics({ supervisor, keys, events, version: VERSION, pg: pg?.locks ?? null });
     const alerts = new AlertService(config, {
       outbox: new AlertOutbox(db),
@@ -132,7 +135,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       version: VERSION,
       startedAt,
       now: () => clock.now(),
-      extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys), alertsCheck(alerts)],
+      extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys), alertsCheck(alerts), disk.healthCheck()],
     });
 
     supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));
@@ -193,6 +196,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       timers.push(t);
     };
     every(config.daemon.healthIntervalMs, () => {
+      disk.check();
       void health.snapshot().then((snap) => events.emit('health', { ...snap }));
     });
     every(60_000, () => events.prune(supervisor.currentConfig().daemon.events));

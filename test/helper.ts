@@ -32,7 +32,8 @@ export function makeConfig(raw: { daemon?: object; keys?: object; lock?: object;
   for (const [id, a] of Object.entries(raw.accounts)) {
     accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env) ?? {}) } };
   }
-  return parseConfig({ ...raw, accounts }, { baseDir: FIXTURES });
+  // Tests must not turn degraded on a nearly full build machine: 1 MiB unless a test says otherwise.
+  return parseConfig({ ...raw, daemon: { minFreeBytes: 1048576, ...(raw.daemon ?? {}) }, accounts }, { baseDir: FIXTURES });
 }
 
 export interface TestDaemon extends Daemon {

@@ -12,7 +12,7 @@ export function writeConfig(dir: string, raw: { daemon?: object; keys?: object; 
   const accounts: Record<string, Record<string, unknown>> = {};
   for (const [id, a] of Object.entries(raw.accounts)) accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env) ?? {}) } };
   const file = path.join(dir, name);
-  writeFileSync(file, stringify({ ...raw, accounts }));
+  writeFileSync(file, stringify({ ...raw, daemon: { minFreeBytes: 1048576, ...(raw.daemon ?? {}) }, accounts }));
   return file;
 }
 

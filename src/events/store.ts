@@ -4,6 +4,7 @@
  * `since` and subscribes in one tick therefore sees no gap and no duplicate.
  */
 import { EventRows, type EventRow } from '../db/events.js';
+import { isDiskFull } from '../errors.js';
 import type { DB } from '../db/open.js';
 import { matchesFilter, type BotwardenEvent, type EventFilter, type EventType } from './types.js';
 
@@ -18,11 +19,12 @@ export class EventStore {
   private readonly listeners = new Set<Listener>();
   readonly rows: EventRows;
   private outbox: ((e: BotwardenEvent) => void) | null = null;
+  private lost = 0;
 
   constructor(
     db: DB,
     private readonly now: () => number = Date.now,
-    private readonly logger?: { error(obj: object, msg: string): void },
+    private readonly logger?: { error(obj: object, msg: string): void; warn(obj: object, msg: string): void },
   ) {
     this.rows = new EventRows(db);
   }
@@ -34,11 +36,20 @@ export class EventStore {
     const json = JSON.stringify(data);
     const base = { type, at, ...(account !== undefined ? { account } : {}), ...data };
     let event!: BotwardenEvent;
-    // The event and the alerts it raises are stored in one transaction: both or neither.
-    this.rows.atomically(() => {
-      event = { id: this.rows.insert(type, account ?? null, at, json), ...base };
-      this.outbox?.(event);
-    });
+    try {
+      // The event and the alerts it raises are stored in one transaction: both or neither.
+      this.rows.atomically(() => {
+        event = { id: this.rows.insert(type, account ?? null, at, json), ...base };
+        this.outbox?.(event);
+      });
+    } catch (err) {
+      if (!isDiskFull(err)) throw err;
+      // A full disk must not break the caller (a state change, a scanned line): the event is
+      // counted, logged, and reported as `storage.recovered` once storing works again.
+      if (this.lost++ === 0) this.logger?.error({ err, type, account }, 'the disk is full: events cannot be stored (counting them)');
+      return { id: -1, ...base };
+    }
+    if (this.lost > 0 && type !== 'storage.recovered') this.reportLost();
     for (const l of this.listeners) {
       try {
         l(event);
@@ -48,6 +59,21 @@ export class EventStore {
       }
     }
     return event;
+  }
+
+  /** Events that could not be stored (a full disk) since the last report. */
+  get lostEvents(): number {
+    return this.lost;
+  }
+
+  /** Stores `storage.recovered` with the number of events lost while the disk was full (if it can now). */
+  reportLost(): void {
+    const lost = this.lost;
+    if (lost === 0) return;
+    this.lost = 0;
+    const e = this.emit('storage.recovered', { lostEvents: lost });
+    if (e.id === -1) this.lost += lost; // still full: counted again
+    else this.logger?.warn({ lostEvents: lost }, 'storage works again; events lost while the disk was full are counted in storage.recovered');
   }
 
   /** Called inside the storing transaction of every event (the alert outbox). */

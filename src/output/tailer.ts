@@ -6,7 +6,8 @@
  * holds the file open in append mode and cannot be asked to reopen it.
  */
 import { realClock, type Clock, type TimerHandle } from '../clock.js';
-import { appendFileSync, closeSync, copyFileSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, rmSync, truncateSync, watch, type FSWatcher } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, closeSync, copyFileSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, renameSync, rmSync, statfsSync, truncateSync, watch, type FSWatcher } from 'node:fs';
 
 export interface TailerOptions {
   maxBytes: number;
@@ -120,15 +121,49 @@ export class LogTailer {
   }
 
   /**
-   * Copy-then-truncate without losing a line: the copy is cut back to what was scanned, then
-   * whatever the bot appended since is scanned and added to the copy in a loop, and the live
-   * file is truncated right after the last read. What is written between that last read and
-   * the ftruncate call itself (microseconds) is the only window left; see docs/operations.md.
+   * Rotation without losing a line, though the bot keeps its file open in append mode:
+   * - Where the filesystem can (ext4, xfs), the scanned whole blocks are copied to `<log>.1` and
+   *   then cut from the head of the live file with fallocate's collapse-range. The kernel
+   *   serialises that with the bot's appends, so no write can fall between copy and cut.
+   * - Elsewhere (tmpfs, btrfs, no fallocate), copy-then-truncate: the copy is cut back to what was
+   *   scanned, what the bot appended since is scanned and added to it in a loop, and the live file
+   *   is truncated right after the last read. Only a write landing between that read and the
+   *   ftruncate call itself is lost (docs/operations.md gives the measured figure).
    */
   private rotate(): void {
-    let fd: number | null = null;
     try {
       shiftRotated(this.path, this.opts.files);
+      if (!(this.collapse && this.rotateByCollapse())) this.rotateByTruncate();
+    } catch (err) {
+      // Rotation is best effort; the next read tries again.
+      this.opts.onError?.('log rotation failed', err);
+    }
+  }
+
+  private collapse = true;
+
+  private rotateByCollapse(): boolean {
+    const block = statfsSync(this.path).bsize;
+    const cut = Math.floor(this.offset / block) * block;
+    if (cut <= 0) return false;
+    const rotated = `${this.path}.1`;
+    copyFileSync(this.path, rotated);
+    truncateSync(rotated, cut);
+    try {
+      execFileSync('fallocate', ['--collapse-range', '--offset', '0', '--length', String(cut), this.path], { stdio: 'ignore', timeout: 5000 });
+    } catch {
+      // Not supported here (or no fallocate): say so once, then truncate from now on.
+      this.collapse = false;
+      this.opts.onError?.('log rotation: collapse-range unsupported on this filesystem; using copy-then-truncate', null);
+      return false;
+    }
+    this.offset -= cut;
+    return true;
+  }
+
+  private rotateByTruncate(): void {
+    let fd: number | null = null;
+    try {
       const rotated = `${this.path}.1`;
       copyFileSync(this.path, rotated);
       truncateSync(rotated, this.offset);
@@ -146,9 +181,6 @@ export class LogTailer {
       }
       ftruncateSync(fd, 0);
       this.offset = 0;
-    } catch (err) {
-      // Rotation is best effort; the next read tries again.
-      this.opts.onError?.('log rotation failed', err);
     } finally {
       if (fd !== null) closeSync(fd);
     }

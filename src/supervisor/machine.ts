@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { BotRow, Registry } from '../db/registry.js';
+import { isDiskFull } from '../errors.js';
 import type { EventStore } from '../events/store.js';
 import { assertTransition, STATE_EVENT, type BotState } from './states.js';
 
@@ -41,8 +42,14 @@ export abstract class BotMachine {
     this.timer = null;
   }
 
+  /** A full disk does not stop the state machine: the state lives on in memory and is saved at the next change. */
   protected persist(state: BotState): void {
-    this.rows.saveBot(this.record(state), new Date(this.clock.now()).toISOString());
+    try {
+      this.rows.saveBot(this.record(state), new Date(this.clock.now()).toISOString());
+    } catch (err) {
+      if (!isDiskFull(err)) throw err;
+      this.log.error({ err, state }, 'the disk is full: the bot state could not be saved (kept in memory)');
+    }
   }
 
   /** The one place a bot's state changes: checked, persisted, logged, emitted. */
