@@ -1,5 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { compilePatterns, firstMatch, NONCE_PRESETS, sanitizeLine } from '../src/output/patterns.js';
+
+/** What real trading code prints (scripts/nonce-fixture.mjs, from ccxt and the exchanges' SDKs). */
+const FIXTURE = JSON.parse(readFileSync(new URL('./fixtures/nonce-lines.json', import.meta.url), 'utf8')) as { exchanges: Record<string, string[]>; ordinary: string[] };
 
 const REAL: Record<string, string[]> = {
   kraken: [
@@ -11,7 +15,7 @@ const REAL: Record<string, string[]> = {
     'API:Invalid nonce',
   ],
   binance: ['{"code":-1021,"msg":"Timestamp for this request was 1000ms ahead of the server\'s time."}', 'Timestamp for this request is outside of the recvWindow.'],
-  bitfinex: ['["error",10114,"nonce: small"]', 'Nonce is too small.'],
+  bitfinex: ['["error",10114,"nonce: small"]'],
   kucoin: ['{"code":"400002","msg":"KC-API-TIMESTAMP Invalid -- Time differs from server time by more than 5 seconds"}'],
   coinbase: ['{"message":"request timestamp expired"}'],
   bybit: ['{"retCode":10002,"retMsg":"invalid request, please check your server timestamp or recv_window param"}', '{"ret_code":10002,"ret_msg":"invalid request"}'],
@@ -39,7 +43,18 @@ describe('nonce presets', () => {
 
   it('no preset matches ordinary log lines', () => {
     const all = compilePatterns(Object.keys(NONCE_PRESETS));
-    for (const line of ORDINARY) expect(firstMatch(all, line), line).toBeNull();
+    for (const line of [...ORDINARY, ...FIXTURE.ordinary]) expect(firstMatch(all, line), line).toBeNull();
+  });
+
+  it.each(Object.keys(FIXTURE.exchanges))('%s alone catches every nonce-error and key-rejection line real libraries print (fixture)', (preset) => {
+    const p = compilePatterns([preset]);
+    const missed = FIXTURE.exchanges[preset]!.filter((line) => firstMatch(p, line) === null);
+    expect(missed).toEqual([]);
+  });
+
+  it('the fixture covers every exchange preset, with 30 ordinary lines', () => {
+    expect(Object.keys(FIXTURE.exchanges).sort()).toEqual(Object.keys(NONCE_PRESETS).filter((k) => k !== 'ccxt').sort());
+    expect(FIXTURE.ordinary.length).toBeGreaterThanOrEqual(30);
   });
 
   it('custom regex strings work beside presets', () => {

@@ -1,20 +1,88 @@
 /**
- * Line patterns: nonce / API-key errors per exchange , and
- * lines that betray a second instance somewhere . Codes are
+ * Line patterns: nonce / API-key errors per exchange, and
+ * lines that betray a second instance somewhere. Codes are
  * matched in their error context, never as bare numbers, so ordinary log
  * lines (prices, order ids, timestamps) do not trip them.
  */
 import type { NoncePresetName } from '../config/schema.js';
 
+/** A JSON key, its quotes possibly escaped once or twice (pino, structlog): code, \"code\", \\\"code\\\". */
+const code = (key: string, values: string) => new RegExp(`\\b${key}[\\\\"']*\\s*[:=]\\s*[\\\\"']*(?:${values})\\b`, 'i');
+
+/**
+ * ccxt names the error class, then the exchange id: `InvalidNonce: kraken {...}` (Node),
+ * `ccxt.base.errors.AuthenticationError: okx ...` (Python), `due to InvalidNonce. Message: bybit`
+ * (freqtrade), `"type":"PermissionDenied","message":"kucoin` (pino). Rate-limit classes are not
+ * here: only Kraken counts them per key, and its preset names them.
+ */
+const ccxtClass = (id: string) => new RegExp(`\\b(?:InvalidNonce|AuthenticationError|PermissionDenied|AccountSuspended)\\b.{0,40}?\\b(?:${id})\\b`);
+
+/**
+ * Each preset matches its exchange's nonce errors and key rejections (invalid or locked key, bad
+ * signature, wrong passphrase, IP not allowed) as ccxt in Node and Python, freqtrade, hummingbot
+ * and the exchanges' own SDKs print them, in plain text and in JSON logs with escaped quotes.
+ * Codes only ever count next to their key (`code`, `retCode`, `ErrCode`), never as bare numbers.
+ * Checked against test/fixtures/nonce-lines.json (scripts/nonce-fixture.mjs regenerates it).
+ */
 export const NONCE_PRESETS: Readonly<Record<NoncePresetName, readonly RegExp[]>> = {
-  kraken: [/\bE?API:Invalid nonce\b/, /\bEGeneral:Temporary lockout\b/, /\bEAPI:Invalid key\b/, /\bEAPI:Invalid signature\b/, /\bEAPI:Rate limit exceeded\b/],
-  binance: [/["']?code["']?\s*[:=]\s*-1021\b/, /Timestamp for this request is outside of the recvWindow/i],
-  bitfinex: [/\bnonce: small\b/i, /\bNonce is too small\b/i],
-  kucoin: [/["']?code["']?\s*[:=]\s*["']?400002\b/, /\bKC-API-TIMESTAMP\b.*\b(invalid|expired)\b/i],
-  coinbase: [/\brequest timestamp expired\b/i],
-  bybit: [/["']?ret_?code["']?\s*[:=]\s*10002\b/i, /\berror sign!? .*recv_window\b/i, /\binvalid request, please check your (server )?timestamp or recv_window param\b/i],
-  okx: [/["']?code["']?\s*[:=]\s*["']?50102\b/, /\bTimestamp request expired\b/i],
-  ccxt: [/\bInvalidNonce\b/],
+  kraken: [
+    /\bE?API:Invalid nonce\b/,
+    /\bInvalid nonce error from \/0\/private\//,
+    /\bEAPI:Invalid key\b/,
+    /\bEAPI:Invalid signature\b/,
+    /\bEGeneral:Permission denied\b/,
+    // Kraken counts these per API key: a lockout follows.
+    /\bEGeneral:Temporary lockout\b/,
+    /\bEAPI:Rate limit exceeded\b/,
+    ccxtClass('kraken'),
+  ],
+  binance: [
+    code('code', '-(?:1021|1022|2008|2014|2015)'),
+    /\bAPIError\(code=-(?:1021|1022|2008|2014|2015)\)/,
+    /\bTimestamp for this request (?:is outside of the recvWindow|was \d+ms ahead of the server's time)/i,
+    /\bInvalid API-key, IP, or permissions for action\b/i,
+    /\bAPI-key format invalid\b/i,
+    /\bSignature for this request is not valid\b/i,
+    ccxtClass('binance(?:usdm|coinm)?'),
+  ],
+  bitfinex: [/\bnonce: small\b/i, /\bapikey: (?:digest )?invalid\b/i, /\[\s*[\\"']*error[\\"']*\s*,\s*(?:10114|10100)\b/, ccxtClass('bitfinex2?')],
+  kucoin: [
+    code('code', '40000[2-6]'),
+    /\bKucoinAPIException:? 40000[2-6]\b/,
+    /\bInvalid KC-API-(?:TIMESTAMP|SIGN|PASSPHRASE|KEY)\b/,
+    /\bKC-API-KEY not exists\b/,
+    /\bKC-API-TIMESTAMP\b.*\b(?:invalid|expired)\b/i,
+    /\bInvalid request ip, the current clientIp is\b/i,
+    ccxtClass('kucoin(?:futures)?'),
+  ],
+  coinbase: [
+    /\brequest timestamp expired\b/i,
+    /\binvalid signature\b/i,
+    /\bInvalid API Key\b/i,
+    /\bInvalid Passphrase\b/i,
+    code('error', 'unauthorized|PERMISSION_DENIED'),
+    ccxtClass('coinbase(?:exchange|advanced|international)?'),
+  ],
+  bybit: [
+    code('ret_?code', '10002|10003|10004|10005|10010'),
+    /\(ErrCode: (?:10002|10003|10004|10005|10010)\)/,
+    /\binvalid request, please check your (?:server )?timestamp or recv_window param\b/i,
+    /\bAPI key is invalid\b/i,
+    /\berror sign! origin_string\b/,
+    /\bUnmatched IP, please check your API key's bound IP addresses\b/i,
+    /\bPermission denied, please check your API key permissions\b/i,
+    ccxtClass('bybit'),
+  ],
+  okx: [
+    code('code', '50102|50105|50110|50111|50112|50113'),
+    /\(code=(?:50102|50105|50110|50111|50112|50113)\)/,
+    /\bTimestamp request expired\b/i,
+    /\bInvalid OK-ACCESS-(?:KEY|TIMESTAMP|PASSPHRASE)\b/,
+    /\bInvalid Sign\b/,
+    /\bis not included in your API key's IP whitelist\b/i,
+    ccxtClass('okx'),
+  ],
+  ccxt: [/\b(?:InvalidNonce|AuthenticationError|PermissionDenied|AccountSuspended)\b/],
 };
 
 export const SUSPECT_PATTERNS: readonly { name: string; re: RegExp }[] = [
