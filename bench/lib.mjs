@@ -33,8 +33,8 @@ export async function waitFile(file, timeoutMs = 10_000) {
 }
 
 /** Starts the built daemon with these accounts; returns a client and a stop function. */
-export async function startDaemon(accounts, extraArgs = [], daemonCfg = {}) {
-  const dir = tmp();
+export async function startDaemon(accounts, extraArgs = [], daemonCfg = {}, dataDir = null) {
+  const dir = dataDir ?? tmp();
   const cfgFile = path.join(dir, 'botwarden.yaml');
   writeFileSync(cfgFile, JSON.stringify({ daemon: daemonCfg, accounts })); // JSON is YAML
   const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), 'daemon', '--data-dir', dir, '--config', cfgFile, '--listen', '127.0.0.1:0', ...extraArgs], {

@@ -3,12 +3,14 @@ import { benchAdopt } from './adopt.mjs';
 import { benchCore } from './core.mjs';
 import { benchHunter } from './hunter.mjs';
 import { benchScan } from './scan.mjs';
+import { benchScale } from './scale.mjs';
 
 const suites = [
   ['core: start, stop, racing starts', benchCore],
   ['adoption: restart with 50 live bots, crash cycles', benchAdopt],
   ['hunter: duplicate detection and scan cost', benchHunter],
   ['scan: nonce patterns on bot output', benchScan],
+  ['scale: 1,000 bots, 50 heartbeat bots', benchScale],
 ];
 const only = process.argv[2];
 console.log(`botwarden bench — node ${process.version}, ${new Date().toISOString()}`);

@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, statSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { lastLines, LogTailer } from '../src/output/tailer.js';
@@ -39,19 +39,30 @@ describe('log tailer', () => {
     await waitFor(() => lines.includes('after'), { what: 'line after truncation' });
   });
 
-  it('rotates by size, copy-then-truncate, keeping N files', async () => {
+  it('rotates by size keeping every byte in order across the files, and at most N files', async () => {
     const file = path.join(tmpDir(), 'a.log');
     writeFileSync(file, '');
-    const { t, lines } = follow(file, { maxBytes: 4096, files: 2 });
+    const { t, lines } = follow(file, { maxBytes: 4096, files: 10 });
+    let written = '';
     for (let round = 0; round < 3; round++) {
-      appendFileSync(file, `round ${round} ` + 'y'.repeat(5000) + '\n');
+      const line = `round ${round} ` + 'y'.repeat(5000) + '\n';
+      appendFileSync(file, line);
+      written += line;
       t.readNew();
     }
-    expect(lines).toHaveLength(3);
-    expect(readFileSync(file, 'utf8')).toBe('');
-    expect(readFileSync(`${file}.1`, 'utf8')).toMatch(/^round 2/);
-    expect(readFileSync(`${file}.2`, 'utf8')).toMatch(/^round 1/);
-    expect(existsSync(`${file}.3`)).toBe(false);
+    expect(lines.map((l) => l.slice(0, 7))).toEqual(['round 0', 'round 1', 'round 2']);
+    const stream = [3, 2, 1].map((i) => (existsSync(`${file}.${i}`) ? readFileSync(`${file}.${i}`, 'utf8') : '')).join('') + readFileSync(file, 'utf8');
+    expect(stream).toBe(written);
+    expect(statSync(file).size).toBeLessThan(4096);
+
+    const few = follow(path.join(tmpDir(), 'b.log'), { maxBytes: 4096, files: 2 });
+    writeFileSync(few.t.path, '');
+    for (let round = 0; round < 5; round++) {
+      appendFileSync(few.t.path, 'z'.repeat(5000) + '\n');
+      few.t.readNew();
+    }
+    expect(existsSync(`${few.t.path}.2`)).toBe(true);
+    expect(existsSync(`${few.t.path}.3`)).toBe(false);
   });
 
   it('lastLines reads the tail of a big file without reading it all', () => {

@@ -29,6 +29,14 @@ export interface Duplicate {
 
 const key = (p: { pid: number; startTicks: number }) => `${p.pid}:${p.startTicks}`;
 
+interface BotIndex {
+  /** pid:startTicks of every live registered bot. */
+  registered: Set<string>;
+  instances: Set<string>;
+  pgids: Set<number>;
+  pids: Set<number>;
+}
+
 export class DuplicateHunter {
   private readonly scanner: ProcessScanner;
   private readonly reported = new Map<string, Duplicate>();
@@ -39,6 +47,7 @@ export class DuplicateHunter {
   private readonly matched = new WeakMap<ProcInfo, { config: Map<string, Account>; result: { account: Account; by: 'match' }[] }>();
   private timer: TimerHandle | null = null;
   private generation = 0;
+  private index: BotIndex = { registered: new Set(), instances: new Set(), pgids: new Set(), pids: new Set() };
   private scanning: Promise<Duplicate[]> | null = null;
   /** Scan figures for /health and the bench. */
   readonly stats = { scans: 0, lastScanMs: 0, totalScanMs: 0, processes: 0 };
@@ -110,6 +119,7 @@ export class DuplicateHunter {
 
   private async scanOnce(): Promise<Duplicate[]> {
     const t0 = performance.now();
+    this.buildIndex();
     const procs = await this.scanner.scan();
     const byPid = new Map(procs.map((p) => [p.pid, p]));
     const alive = new Set<string>();
@@ -167,26 +177,37 @@ export class DuplicateHunter {
     return result;
   }
 
+  /** Is this exact process (pid + start time) a registered bot? O(1) on the scan's index. */
   private isRegistered(p: ProcInfo): boolean {
-    for (const bot of this.supervisor.all()) {
-      const inst = bot.live;
-      if (inst && inst.pid === p.pid && inst.startTicks === p.startTicks) return true;
+    return this.index.registered.has(key(p));
+  }
+
+  /**
+   * The registered instance of an account, its group, its descendants and its marked processes are
+   * its own. O(depth of the process tree) per process on the scan's index, not O(bots).
+   */
+  private isOwn(p: ProcInfo, byPid: Map<number, ProcInfo>): boolean {
+    const ix = this.index;
+    // Some account's own bot (or a piece of it) is never a duplicate of another account via `match`.
+    if ((p.instance !== null && ix.instances.has(p.instance)) || ix.pgids.has(p.pgid) || ix.pids.has(p.pid)) return true;
+    for (let q = byPid.get(p.ppid), hops = 0; q && hops < 64; q = byPid.get(q.ppid), hops++) {
+      if (ix.registered.has(key(q))) return true;
     }
     return false;
   }
 
-  /** The registered instance of this account, its group, its descendants and its marked processes are its own. */
-  private isOwn(p: ProcInfo, byPid: Map<number, ProcInfo>): boolean {
-    // Some account's own bot (or a piece of it) is never a duplicate of another account via `match`.
+  /** One pass over the bots per scan: what every per-process check looks up. */
+  private buildIndex(): void {
+    const ix: BotIndex = { registered: new Set(), instances: new Set(), pgids: new Set(), pids: new Set() };
     for (const bot of this.supervisor.all()) {
       const inst = bot.live;
       if (!inst) continue;
-      if (p.instance === inst.instanceId || p.pgid === inst.pgid || p.pid === inst.pid) return true;
-      for (let q = byPid.get(p.ppid), hops = 0; q && hops < 64; q = byPid.get(q.ppid), hops++) {
-        if (q.pid === inst.pid && q.startTicks === inst.startTicks) return true;
-      }
+      ix.instances.add(inst.instanceId);
+      ix.pgids.add(inst.pgid);
+      ix.pids.add(inst.pid);
+      if (inst.startTicks !== null) ix.registered.add(key({ pid: inst.pid, startTicks: inst.startTicks }));
     }
-    return false;
+    this.index = ix;
   }
 
   private kill(dup: Duplicate, account: Account): Promise<void> {

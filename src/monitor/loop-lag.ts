@@ -1,5 +1,5 @@
 /**
- * Event-loop lag, measured: a 20 ms timer records how late it fires. Node's
+ * Event-loop lag, measured: a 50 ms timer records how late it fires. Node's
  * monitorEventLoopDelay drops the sample that spans a reset() (so a block right
  * after a /health read went unseen) and reports its own resolution as delay;
  * this reports only lateness, and every window keeps its samples.
@@ -11,7 +11,7 @@ export class LoopLag {
   private timer: NodeJS.Timeout | null = null;
   private expected = 0;
 
-  constructor(private readonly periodMs = 20) {}
+  constructor(private readonly periodMs = 50) {}
 
   start(): void {
     this.expected = performance.now() + this.periodMs;

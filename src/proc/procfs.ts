@@ -141,24 +141,56 @@ export function environValue(pid: number, name: string): string | null | undefin
 }
 
 /**
- * Live (non-zombie) processes that belong to a bot instance: members of its
- * process group, plus any process carrying its BOTWARDEN_INSTANCE marker (a
- * grandchild that called setsid left the group but kept the environment).
- * Descendants always started after the bot, so only younger processes have
- * their environment read.
+ * One pass over /proc shared by every caller within SNAPSHOT_MS: a shutdown stopping 1,000 bots
+ * at once looks for their trees together, instead of 1,000 passes of 1,000 processes each. The
+ * BOTWARDEN_INSTANCE marker is read once per process (pid + start time) and remembered.
  */
-export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
-  if (!HAS_PROC) return signalZero(-inst.pgid) ? [{ pid: -inst.pgid } as ProcStat] : [];
-  const out: ProcStat[] = [];
+const SNAPSHOT_MS = 20;
+let snap: { at: number; list: ProcStat[] } | null = null;
+const markers = new Map<string, string | null>();
+
+function snapshot(): ProcStat[] {
+  const now = performance.now();
+  if (snap && now - snap.at < SNAPSHOT_MS) return snap.list;
+  const list: ProcStat[] = [];
   const self = process.pid;
   for (const pid of listPids()) {
     if (pid === self) continue;
     const st = readStat(pid);
-    if (!st || st.state === 'Z' || st.state === 'X') continue;
-    if (inst.startTicks !== null && st.startTicks < inst.startTicks) continue;
-    if (st.pgid === inst.pgid || environValue(pid, 'BOTWARDEN_INSTANCE') === inst.id) out.push(st);
+    if (st && st.state !== 'Z' && st.state !== 'X') list.push(st);
   }
-  return out;
+  if (markers.size > list.length * 2) {
+    const live = new Set(list.map((st) => `${st.pid}:${st.startTicks}`));
+    for (const k of markers.keys()) if (!live.has(k)) markers.delete(k);
+  }
+  snap = { at: now, list };
+  return list;
+}
+
+function instanceMarker(st: ProcStat): string | null {
+  const k = `${st.pid}:${st.startTicks}`;
+  let v = markers.get(k);
+  if (v === undefined) {
+    v = environValue(st.pid, 'BOTWARDEN_INSTANCE') ?? null;
+    markers.set(k, v);
+  }
+  return v;
+}
+
+/**
+ * Live (non-zombie) processes that belong to a bot instance: members of its
+ * process group, plus any process carrying its BOTWARDEN_INSTANCE marker (a
+ * grandchild that called setsid left the group but kept the environment).
+ * Descendants always started after the bot, so only younger processes have
+ * their environment read. Served from a shared pass at most SNAPSHOT_MS old:
+ * the group itself is always signalled as a whole, so only an escapee born in
+ * those last milliseconds could be missed, and the duplicate hunter finds it.
+ */
+export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
+  if (!HAS_PROC) return signalZero(-inst.pgid) ? [{ pid: -inst.pgid } as ProcStat] : [];
+  return snapshot().filter(
+    (st) => (inst.startTicks === null || st.startTicks >= inst.startTicks) && (st.pgid === inst.pgid || instanceMarker(st) === inst.id),
+  );
 }
 
 /**
