@@ -37,7 +37,7 @@ export async function startDaemon(accounts, extraArgs = [], daemonCfg = {}, data
   const dir = dataDir ?? tmp();
   const cfgFile = path.join(dir, 'botwarden.yaml');
   writeFileSync(cfgFile, JSON.stringify({ daemon: daemonCfg, accounts })); // JSON is YAML
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), 'daemon', '--data-dir', dir, '--config', cfgFile, '--listen', '127.0.0.1:0', ...extraArgs], {
+  const child = spawn(process.execPath, [...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : []), path.join(ROOT, 'dist', 'cli.js'), 'daemon', '--data-dir', dir, '--config', cfgFile, '--listen', '127.0.0.1:0', ...extraArgs], {
     env: { ...process.env, BOTWARDEN_TOKEN: '', BOTWARDEN_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

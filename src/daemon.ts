@@ -31,7 +31,7 @@ import { Metrics } from './metrics/metrics.js';
 import { DiskWatcher } from './monitor/disk.js';
 import { KeyPool } from './keys/pool.js';
 import { SuspectScanner } from './monitor/suspects.js';
-import { openPgMode, type PgMode } from './pg-mode.js';
+import type { PgMode } from './pg-mode.js';
 import { ExitPoller, reconcile } from './supervisor/reconcile.js';
 import { Supervisor } from './supervisor/supervisor.js';
 import { ensureToken } from './token.js';
@@ -108,7 +108,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const holder = `${daemonId}@${hostname()}`;
     const events = new EventStore(db, () => clock.now(), logger.child({ module: 'events' }));
     const registry = new Registry(db);
-    pg = config.lock.backend === 'postgres' ? await openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger }) : null;
+    // Loaded only in PostgreSQL mode: pg is ~10 MB the SQLite daemon never needs.
+    pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger }) : null;
     const locks = pg?.locks ?? new SqliteLockBackend(db, () => clock.now());
     const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
     const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv, keys, ...(pg ? { wrapCommand: pg.wrapCommand } : {}) });

@@ -63,7 +63,11 @@ export class DuplicateHunter {
   ) {
     // Re-read every scan: processes that look like bots, except the registered bots themselves
     // (their exits are watched elsewhere, and a registered bot is its account's own by definition).
-    this.scanner = new ProcessScanner((p) => this.accountsOf(p).length > 0 && !this.isRegistered(p));
+    this.scanner = new ProcessScanner(
+      (p) => this.accountsOf(p).length > 0,
+      30,
+      (p) => this.isRegistered(p),
+    );
     // The daemon and whatever started it are never anybody's duplicate, even if a `match` is too broad.
     for (let pid: number | undefined = process.pid; pid !== undefined && pid > 1 && !this.ancestors.has(pid); ) {
       this.ancestors.add(pid);

@@ -30,6 +30,8 @@ export class ProcessScanner {
     /** True for processes worth re-reading every scan (they look like bots). */
     private readonly interesting: Classifier,
     private readonly fullEvery = 30,
+    /** True for processes known to be ours (registered bots): never re-read, whatever their age. */
+    private readonly settled: Classifier = () => false,
   ) {}
 
   /** The current table. Cheap: new and young processes are read; old uninteresting ones are not. */
@@ -47,7 +49,7 @@ export class ProcessScanner {
       let info = this.known.get(pid);
       const full = pid % this.fullEvery === slot;
       const young = info !== undefined && nowTicks - info.startTicks < YOUNG_S * this.hz;
-      if (!info || full || young || this.interesting(info)) {
+      if (!info || full || ((young || this.interesting(info)) && !this.settled(info))) {
         const st = readStat(pid);
         if (!st || st.state === 'Z' || st.state === 'X') {
           this.known.delete(pid);

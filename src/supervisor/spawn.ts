@@ -5,7 +5,7 @@
  * pipe of a dead daemon dies of SIGPIPE/EPIPE.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { startTicksOf } from '../proc/procfs.js';
 
 export interface SpawnSpec {
@@ -42,19 +42,22 @@ export async function spawnBot(spec: SpawnSpec): Promise<Spawned> {
   if (file0 === undefined) throw new SpawnError('empty command');
   // `node` means the Node that runs the daemon: service managers often start us with a bare PATH.
   const file = file0 === 'node' ? process.execPath : file0;
-  let fd: number;
+  let log: FileHandle;
   try {
-    fd = openSync(spec.logPath, 'a', 0o640);
+    // Off the event loop: creating a file costs ~0.6 ms on ext4, and 100 starts run at once.
+    log = await open(spec.logPath, 'a', 0o640);
   } catch (err) {
     throw new SpawnError(`cannot open log file ${spec.logPath}: ${(err as Error).message}`, { cause: err });
   }
   let child: ChildProcess;
   try {
-    child = spawn(file, args, { cwd: spec.cwd, env: spec.env, detached: true, stdio: ['ignore', fd, fd], windowsHide: true });
+    child = spawn(file, args, { cwd: spec.cwd, env: spec.env, detached: true, stdio: ['ignore', log.fd, log.fd], windowsHide: true });
   } catch (err) {
     throw new SpawnError((err as Error).message, { cause: err });
   } finally {
-    closeSync(fd);
+    // The child has its own copy of the descriptor. Not awaited: the exit listener below must be
+    // attached in this same tick, or a child that dies at once could exit unseen.
+    log.close().catch(() => undefined);
   }
   const exited = new Promise<ExitStatus>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
