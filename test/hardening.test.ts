@@ -180,16 +180,19 @@ describe('fuzz', () => {
 describe('health figures', () => {
   it('the event-loop check reads near zero when idle and shows a 300 ms synchronous block', async () => {
     d = await startTestDaemon(makeConfig({ accounts }));
-    await d.req('GET', '/health'); // resets the window
+    const loop = async () => (await d!.req('GET', '/health')).body.checks.find((c: { name: string }) => c.name === 'event-loop').detail as string;
+    const figure = (detail: string, re: RegExp) => Number(re.exec(detail)?.[1]);
+    await loop(); // a new window
     await new Promise((r) => setTimeout(r, 500));
-    const idle = (await d.req('GET', '/health')).body.checks.find((c: { name: string }) => c.name === 'event-loop').detail as string;
-    expect(Number(/p99 delay ([\d.]+) ms/.exec(idle)?.[1])).toBeLessThan(30);
+    const idle = await loop();
+    expect(figure(idle, /busy ([\d.]+) %/)).toBeLessThan(20);
+    expect(figure(idle, /max ([\d.]+) ms/)).toBeLessThan(50);
     const until = Date.now() + 300;
     while (Date.now() < until) {
       // the daemon runs in this process: block its loop
     }
     await new Promise((r) => setTimeout(r, 100));
-    const busy = (await d.req('GET', '/health')).body.checks.find((c: { name: string }) => c.name === 'event-loop').detail as string;
-    expect(Number(/p99 delay ([\d.]+) ms/.exec(busy)?.[1])).toBeGreaterThanOrEqual(250);
+    const busy = await loop();
+    expect(figure(busy, /busy ([\d.]+) %/)).toBeGreaterThanOrEqual(50);
   });
 });

@@ -66,6 +66,8 @@ export interface LockBackend {
   release(account: string, token: number): Promise<boolean>;
   get(account: string): Promise<LockRow | null>;
   list(): Promise<LockRow[]>;
+  /** How many lock rows exist (cheap: the periodic sweep lists them only when some are not ours). */
+  count(): Promise<number>;
   /** Throws when the backend cannot be used (for /health). */
   check(): Promise<void>;
   /**
@@ -131,6 +133,7 @@ export class SqliteLockBackend implements LockBackend {
     this.stmts = {
       get: db.prepare<[string]>('SELECT * FROM account_locks WHERE account = ?'),
       all: db.prepare('SELECT * FROM account_locks ORDER BY account'),
+      count: db.prepare('SELECT count(*) AS n FROM account_locks'),
       del: db.prepare<[string, number]>('DELETE FROM account_locks WHERE account = ? AND token = ?'),
       nextToken: db.prepare<[string]>(
         'INSERT INTO fencing (account, token) VALUES (?, 1) ON CONFLICT (account) DO UPDATE SET token = token + 1 RETURNING token',
@@ -250,6 +253,8 @@ export class SqliteLockBackend implements LockBackend {
   });
 
   readonly list = guarded((): LockRow[] => (this.stmts.all.all() as Row[]).map(toLock));
+
+  readonly count = guarded((): number => (this.stmts.count.get() as { n: number }).n);
 
   readonly check = guarded((): void => {
     this.db.prepare('SELECT 1').get();

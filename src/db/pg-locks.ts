@@ -230,6 +230,11 @@ export class PgLockBackend implements LockBackend {
     return (await this.q<Row>(`SELECT * FROM botwarden_account_leases WHERE ${LIVE} ORDER BY account`)).rows.map(toLock);
   }
 
+  async count(): Promise<number> {
+    const r = await this.q<{ n: string }>(`SELECT count(*) AS n FROM botwarden_account_leases WHERE ${LIVE}`);
+    return Number(r.rows[0]?.n ?? 0);
+  }
+
   async check(): Promise<void> {
     if (this.lastError !== null) throw new LockBackendError(this.lastError);
   }

@@ -129,7 +129,8 @@ export class DuplicateHunter {
     const alive = new Set<string>();
     const found: Duplicate[] = [];
     for (const p of procs) {
-      if (this.ancestors.has(p.pid)) continue;
+      // A registered bot is its account's own by definition: no classification needed.
+      if (this.ancestors.has(p.pid) || this.isRegistered(p)) continue;
       for (const { account, by } of this.accountsOf(p)) {
         if (this.isOwn(p, byPid)) continue;
         // Another daemon's bot under its live lease (PostgreSQL mode, two daemons on one machine).

@@ -127,11 +127,11 @@ export class HealthService {
     } catch (err) {
       checks.push({ name: 'nonce-errors', status: 'degraded', detail: `cannot count: ${(err as Error).message}` });
     }
-    const { p99Ms: p99, maxMs } = this.loop.read();
+    const loop = this.loop.read();
     checks.push({
       name: 'event-loop',
-      status: p99 > LOOP_DELAY_DEGRADED_MS ? 'degraded' : 'ok',
-      detail: `p99 delay ${p99.toFixed(1)} ms, max ${maxMs.toFixed(1)} ms`,
+      status: loop.maxMs > LOOP_DELAY_DEGRADED_MS ? 'degraded' : 'ok',
+      detail: `busy ${loop.busyPct.toFixed(1)} % of the last ${(loop.windowMs / 1000).toFixed(1)} s, lag p99 ${loop.p99Ms.toFixed(1)} ms, max ${loop.maxMs.toFixed(1)} ms`,
     });
     try {
       checks.push(...((await this.deps.extraChecks?.()) ?? []));

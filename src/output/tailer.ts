@@ -51,9 +51,10 @@ export class LogTailer {
       this.watcher = null; // the poll still works
     }
     const clock = this.opts.clock ?? realClock;
-    // fs.watch (inotify) wakes the tailer on every append; the poll is only the safety net, and with
-    // 1,000 bots a 2 s poll alone was 1,500 syscalls a second. Staggered so they never run together.
-    const every = this.opts.pollMs ?? 10_000;
+    // fs.watch (inotify) wakes the tailer on every append; the poll is only the safety net (30 s; 2 s
+    // when no watch could be set up). With 1,000 bots a 2 s poll alone was 1,500 syscalls a second.
+    // Staggered so they never run together.
+    const every = this.opts.pollMs ?? (this.watcher ? 30_000 : 2_000);
     let first = true;
     const tick = () => {
       this.poll = clock.setTimeout(

@@ -85,6 +85,10 @@ export class Supervisor {
    */
   async sweepStaleLocks(): Promise<number> {
     let removed = 0;
+    // Every row is one of ours (the common case, every scan): nothing to list.
+    let held = 0;
+    for (const b of this.bots.values()) if (b.lockToken !== null) held++;
+    if ((await this.deps.locks.count()) === held) return 0;
     for (const lock of await this.deps.locks.list()) {
       const bot = this.bots.get(lock.account);
       if (bot && bot.lockToken === lock.token) continue;
