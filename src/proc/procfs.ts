@@ -143,9 +143,11 @@ export function environValue(pid: number, name: string): string | null | undefin
 /**
  * One pass over /proc shared by every caller within SNAPSHOT_MS: a shutdown stopping 1,000 bots
  * at once looks for their trees together, instead of 1,000 passes of 1,000 processes each. The
- * BOTWARDEN_INSTANCE marker is read once per process (pid + start time) and remembered.
+ * pass only *discovers* members; each one found is re-read before it is returned, so a member
+ * that died since the pass is never reported alive. The BOTWARDEN_INSTANCE marker is read once
+ * per process (pid + start time) and remembered.
  */
-const SNAPSHOT_MS = 20;
+const SNAPSHOT_MS = 100;
 let snap: { at: number; list: ProcStat[] } | null = null;
 const markers = new Map<string, string | null>();
 
@@ -182,15 +184,21 @@ function instanceMarker(st: ProcStat): string | null {
  * process group, plus any process carrying its BOTWARDEN_INSTANCE marker (a
  * grandchild that called setsid left the group but kept the environment).
  * Descendants always started after the bot, so only younger processes have
- * their environment read. Served from a shared pass at most SNAPSHOT_MS old:
- * the group itself is always signalled as a whole, so only an escapee born in
- * those last milliseconds could be missed, and the duplicate hunter finds it.
+ * their environment read. Discovered from a shared pass at most SNAPSHOT_MS
+ * old: the group itself is always signalled as a whole, so only an escapee
+ * born in those last milliseconds could be missed, and the duplicate hunter
+ * finds it (its instance marker belongs to no live bot).
  */
 export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
   if (!HAS_PROC) return signalZero(-inst.pgid) ? [{ pid: -inst.pgid } as ProcStat] : [];
-  return snapshot().filter(
-    (st) => (inst.startTicks === null || st.startTicks >= inst.startTicks) && (st.pgid === inst.pgid || instanceMarker(st) === inst.id),
-  );
+  const out: ProcStat[] = [];
+  for (const st of snapshot()) {
+    if (inst.startTicks !== null && st.startTicks < inst.startTicks) continue;
+    if (st.pgid !== inst.pgid && instanceMarker(st) !== inst.id) continue;
+    const now = readStat(st.pid);
+    if (now && now.startTicks === st.startTicks && now.state !== 'Z' && now.state !== 'X') out.push(now);
+  }
+  return out;
 }
 
 /**
