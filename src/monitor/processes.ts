@@ -3,11 +3,11 @@
  * directly: a process's argv and environment are read once (when it is first
  * seen, and again while it is young, since a wrapper may still exec into the
  * bot), and only processes that look like bots are re-read every scan; each
- * scan also re-reads a 1/`fullEvery` slice of the rest, to catch a late exec. Elsewhere
- * ps-list is the portable path (argv only; no environments).
+ * scan also re-reads a 1/`fullEvery` slice of the rest, to catch a late exec. Linux only
+ * (docs/operations.md, Platforms).
  */
 import { readFileSync } from 'node:fs';
-import { environValue, HAS_PROC, listPids, readProcText, readStat, type ProcStat } from '../proc/procfs.js';
+import { environValue, listPids, readProcText, readStat, type ProcStat } from '../proc/procfs.js';
 
 export interface ProcInfo extends ProcStat {
   /** argv joined with single spaces. */
@@ -36,7 +36,6 @@ export class ProcessScanner {
 
   /** The current table. Cheap: new and young processes are read; old uninteresting ones are not. */
   async scan(): Promise<ProcInfo[]> {
-    if (!HAS_PROC) return portableScan();
     // Round-robin refresh: each scan re-reads 1/fullEvery of the known processes (by pid), so a
     // late exec is seen within fullEvery scans without one expensive sweep.
     const slot = this.scans++ % this.fullEvery;
@@ -98,23 +97,4 @@ function uptimeTicks(hz: number): number {
   } catch {
     return 0;
   }
-}
-
-async function portableScan(): Promise<ProcInfo[]> {
-  const { default: psList } = await import('ps-list');
-  const list = await psList();
-  return list
-    .filter((p) => p.pid !== process.pid)
-    .map((p) => ({
-      pid: p.pid,
-      ppid: p.ppid,
-      pgid: -1,
-      sid: -1,
-      comm: p.name,
-      state: 'S',
-      startTicks: 0,
-      cmdline: p.cmd ?? p.name,
-      account: null,
-      instance: null,
-    }));
 }
