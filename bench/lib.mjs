@@ -33,10 +33,10 @@ export async function waitFile(file, timeoutMs = 10_000) {
 }
 
 /** Starts the built daemon with these accounts; returns a client and a stop function. */
-export async function startDaemon(accounts, extraArgs = [], daemonCfg = {}, dataDir = null) {
+export async function startDaemon(accounts, extraArgs = [], daemonCfg = {}, dataDir = null, extraCfg = {}) {
   const dir = dataDir ?? tmp();
   const cfgFile = path.join(dir, 'botwarden.yaml');
-  writeFileSync(cfgFile, JSON.stringify({ daemon: daemonCfg, accounts })); // JSON is YAML
+  writeFileSync(cfgFile, JSON.stringify({ daemon: daemonCfg, ...extraCfg, accounts })); // JSON is YAML
   const child = spawn(process.execPath, [...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : []), path.join(ROOT, 'dist', 'cli.js'), 'daemon', '--data-dir', dir, '--config', cfgFile, '--listen', '127.0.0.1:0', ...extraArgs], {
     env: { ...process.env, BOTWARDEN_TOKEN: '', BOTWARDEN_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -62,7 +62,13 @@ export async function startDaemon(accounts, extraArgs = [], daemonCfg = {}, data
       body: body ? JSON.stringify(body) : undefined,
     });
     const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+    let parsed;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = text; // text/plain (metrics, logs)
+    }
+    return { status: res.status, body: parsed };
   };
   // A lean keep-alive client for load: fetch's own per-request cost would dominate the figures.
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });

@@ -4,6 +4,8 @@ import { benchCore } from './core.mjs';
 import { benchHunter } from './hunter.mjs';
 import { benchScan } from './scan.mjs';
 import { benchScale } from './scale.mjs';
+import { benchPg } from './pg.mjs';
+import { benchObserve } from './observe.mjs';
 
 const suites = [
   ['core: start, stop, racing starts', benchCore],
@@ -11,6 +13,8 @@ const suites = [
   ['hunter: duplicate detection and scan cost', benchHunter],
   ['scan: nonce patterns on bot output', benchScan],
   ['scale: 1,000 bots, 50 heartbeat bots', benchScale],
+  ['postgres: leases, fence and failover', benchPg],
+  ['observability: metrics scrape, alert delivery', benchObserve],
 ];
 const only = process.argv[2];
 console.log(`botwarden bench — node ${process.version}, ${new Date().toISOString()}`);
