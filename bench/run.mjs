@@ -6,6 +6,7 @@ import { benchScan } from './scan.mjs';
 import { benchScale } from './scale.mjs';
 import { benchPg } from './pg.mjs';
 import { benchObserve } from './observe.mjs';
+import { benchDashboard } from './dashboard.mjs';
 
 const suites = [
   ['core: start, stop, racing starts', benchCore],
@@ -15,6 +16,7 @@ const suites = [
   ['scale: 1,000 bots, 50 heartbeat bots', benchScale],
   ['postgres: leases, fence and failover', benchPg],
   ['observability: metrics scrape, alert delivery', benchObserve],
+  ['dashboard: 1,000 accounts in Chromium', benchDashboard],
 ];
 const only = process.argv[2];
 console.log(`botwarden bench — node ${process.version}, ${new Date().toISOString()}`);

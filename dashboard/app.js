@@ -122,6 +122,19 @@ async function act(account, verb) {
   }
 }
 
+// A start emits four or five events: the row is fetched once per 100 ms, however many arrived.
+const dirty = new Set();
+let flushTimer = null;
+function markDirty(account) {
+  dirty.add(account);
+  flushTimer ??= setTimeout(() => {
+    flushTimer = null;
+    const accounts = [...dirty];
+    dirty.clear();
+    for (const a of accounts) void refreshBot(a);
+  }, 100);
+}
+
 async function refreshBot(account) {
   try { renderBot(await api('GET', `/bots/${encodeURIComponent(account)}`)); } catch { /* a removed account */ }
 }
@@ -175,7 +188,7 @@ function onEvent(e) {
   if (feed.length > 1000) feed.splice(0, feed.length - 1000);
   feedTimer ??= setTimeout(() => { feedTimer = null; renderFeed(); }, 50);
   if (replaying) return;
-  if (e.account && (e.type.startsWith('bot.') || e.type.startsWith('lock.') || e.type === 'nonce.error' || e.type === 'key.rotated')) void refreshBot(e.account);
+  if (e.account && (e.type.startsWith('bot.') || e.type.startsWith('lock.') || e.type === 'nonce.error' || e.type === 'key.rotated')) markDirty(e.account);
   if (e.type.startsWith('lock.') || e.type.startsWith('key.')) { void refreshKeys(); void refreshLeases(); }
   if (e.type === 'daemon.started') loadAll().catch(() => undefined);
 }
