@@ -7,6 +7,7 @@ import { benchScale } from './scale.mjs';
 import { benchPg } from './pg.mjs';
 import { benchObserve } from './observe.mjs';
 import { benchDashboard } from './dashboard.mjs';
+import { benchPeers } from './peers.mjs';
 
 const suites = [
   ['core: start, stop, racing starts', benchCore],
@@ -19,6 +20,8 @@ const suites = [
   ['dashboard: 1,000 accounts in Chromium', benchDashboard],
 ];
 const only = process.argv[2];
+// Run by hand only: `npm run bench -- peers` (installs PM2 into a temp dir, uses Debian's supervisor).
+if (only === 'peers') suites.push(['peers: supervisord and PM2, 50 bots', benchPeers]);
 console.log(`botwarden bench — node ${process.version}, ${new Date().toISOString()}`);
 for (const [name, fn] of suites) {
   if (only && !name.startsWith(only)) continue;
