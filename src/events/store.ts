@@ -49,7 +49,6 @@ export class EventStore {
       if (this.lost++ === 0) this.logger?.error({ err, type, account }, 'the disk is full: events cannot be stored (counting them)');
       return { id: -1, ...base };
     }
-    if (this.lost > 0 && type !== 'storage.recovered') this.reportLost();
     for (const l of this.listeners) {
       try {
         l(event);
@@ -58,6 +57,8 @@ export class EventStore {
         this.logger?.error({ err, type }, 'an event subscriber threw');
       }
     }
+    // Storing works again: say how many were lost (after this event, so ids stream in order).
+    if (this.lost > 0 && type !== 'storage.recovered') this.reportLost();
     return event;
   }
 
