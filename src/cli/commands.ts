@@ -5,7 +5,7 @@
  */
 import type WebSocket from 'ws';
 import type { Static } from '@sinclair/typebox';
-import type { Bot } from '../http/schemas.js';
+import type { Bot, Lease } from '../http/schemas.js';
 
 /** A bot as the API sends it (the route's own schema). */
 type BotView = Static<typeof Bot>;
@@ -218,15 +218,8 @@ async function followSocket(c: Client, path: () => string, onMessage: (m: string
   }
 }
 
-interface LeaseRow {
-  account: string;
-  holder: string;
-  host: string;
-  since: string;
-  expiresAt: string;
-  token: number;
-  mine: boolean;
-}
+/** A lease as the API sends it. */
+type LeaseRow = Static<typeof Lease>;
 
 export async function leases(c: Client, out: Out): Promise<void> {
   const { body } = await c.call<{ leases: LeaseRow[] }>('GET', '/leases');

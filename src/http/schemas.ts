@@ -104,3 +104,13 @@ export const Health = Type.Object(
   },
   { additionalProperties: true },
 );
+
+export const Lease = Type.Object({
+  account: Type.String(),
+  holder: Type.String({ description: "the holder daemon's daemon.name" }),
+  host: Type.String(),
+  since: Type.String(),
+  expiresAt: Type.String(),
+  token: Type.Integer(),
+  mine: Type.Boolean(),
+});

@@ -2,7 +2,7 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import { HealthService } from '../../monitor/health.js';
 import { Errors } from '../../errors.js';
 import { bearer, tokenChecker } from '../guards.js';
-import { errorResponses, Health } from '../schemas.js';
+import { errorResponses, Health, Lease } from '../schemas.js';
 import type { ServerDeps } from '../deps.js';
 
 export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
@@ -27,9 +27,7 @@ export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
           tags: ['system'],
           response: {
             200: Type.Object({
-              leases: Type.Array(
-                Type.Object({ account: Type.String(), holder: Type.String(), host: Type.String(), since: Type.String(), expiresAt: Type.String(), token: Type.Integer(), mine: Type.Boolean() }),
-              ),
+              leases: Type.Array(Lease),
             }),
             ...errorResponses({ 401: ['UNAUTHORIZED'], 503: ['LOCK_BACKEND_UNAVAILABLE'] }),
           },
