@@ -102,7 +102,7 @@ describe('botwarden CLI against a real daemon', () => {
     expect(r.stderr).toContain(`cannot reach the botwarden daemon at http://127.0.0.1:${port} (address from --listen)`);
     const viaEnv = await run(['status'], { ...cleanEnv(), BOTWARDEN_LISTEN: `127.0.0.1:${port}` });
     expect(viaEnv.stderr).toContain('(address from BOTWARDEN_LISTEN)');
-    for (const c of ['start', 'stop', 'restart', 'status', 'logs', 'events', 'health', 'keys', 'daemon']) {
+    for (const c of ['start', 'stop', 'restart', 'status', 'logs', 'events', 'health', 'keys', 'leases', 'dashboard', 'daemon']) {
       const h = await run([c, '--help']);
       expect(h.code, c).toBe(0);
       expect(h.stdout, c).toMatch(/^Usage: botwarden /);
@@ -119,6 +119,16 @@ describe('botwarden CLI against a real daemon', () => {
     expect(k).toMatchObject({ code: 0, stdout: 'KEY  STATE  ACCOUNT  COOLS FOR  NONCE ERRORS\n' });
     const kj = JSON.parse((await run(['--data-dir', d.dataDir, '--json', 'keys'])).stdout);
     expect(kj).toEqual({ keys: [] });
+  });
+
+  it('leases says there are none in SQLite mode; dashboard prints the URL with the token in its fragment', async () => {
+    const d = await daemon();
+    const l = await run(['--data-dir', d.dataDir, 'leases']);
+    expect(l).toMatchObject({ code: 0, stdout: expect.stringContaining('no leases') });
+    expect(JSON.parse((await run(['--data-dir', d.dataDir, '--json', 'leases'])).stdout)).toEqual({ leases: [] });
+    const u = await run(['--data-dir', d.dataDir, 'dashboard']);
+    expect(u.code).toBe(0);
+    expect(u.stdout.trim()).toBe(`${d.url}/#token=${encodeURIComponent(d.token)}`);
   });
 
   it('logs prints the last lines; logs -f sees a new line within a second', async () => {
