@@ -31,13 +31,9 @@ export class Metrics {
     // prom-client samples the event loop every 10 ms by default: 100 wakeups a second, most of an idle
     // daemon's CPU. Once a second is plenty for a lag figure scraped every 15 s.
     client.collectDefaultMetrics({ register: r, eventLoopMonitoringPrecision: 1000 });
-    // One view of every bot per scrape, shared by the collectors (not one per metric family).
-    let cached: { at: number; list: ReturnType<Supervisor['list']> } | null = null;
-    const bots = () => {
-      const now = performance.now();
-      if (!cached || now - cached.at > 50) cached = { at: now, list: d.supervisor.list() };
-      return cached.list;
-    };
+    // One view of every bot per scrape, shared by the collectors (not one per metric family);
+    // text() forgets it before each scrape.
+    const bots = () => (this.scrapeBots ??= d.supervisor.list());
     new client.Gauge({
       name: 'botwarden_bot_up',
       help: '1 while the bot is starting, running or stopping (a process is alive), else 0.',
@@ -138,7 +134,10 @@ export class Metrics {
     }
   }
 
+  private scrapeBots: ReturnType<Supervisor['list']> | null = null;
+
   text(): Promise<string> {
+    this.scrapeBots = null;
     return this.registry.metrics();
   }
 
