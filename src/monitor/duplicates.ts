@@ -30,8 +30,8 @@ export interface Duplicate {
 const key = (p: { pid: number; startTicks: number }) => `${p.pid}:${p.startTicks}`;
 
 interface BotIndex {
-  /** pid:startTicks of every live registered bot. */
-  registered: Set<string>;
+  /** pid -> start ticks of every live registered bot (no string keys: this runs per process per scan). */
+  registered: Map<number, number>;
   instances: Set<string>;
   pgids: Set<number>;
   pids: Set<number>;
@@ -47,7 +47,7 @@ export class DuplicateHunter {
   private readonly matched = new WeakMap<ProcInfo, { config: Map<string, Account>; result: { account: Account; by: 'match' }[] }>();
   private timer: TimerHandle | null = null;
   private generation = 0;
-  private index: BotIndex = { registered: new Set(), instances: new Set(), pgids: new Set(), pids: new Set() };
+  private index: BotIndex = { registered: new Map(), instances: new Set(), pgids: new Set(), pids: new Set() };
   private scanning: Promise<Duplicate[]> | null = null;
   /** Scan figures for /health and the bench. */
   readonly stats = { scans: 0, lastScanMs: 0, totalScanMs: 0, processes: 0 };
@@ -125,7 +125,9 @@ export class DuplicateHunter {
     const t0 = performance.now();
     this.buildIndex();
     const procs = await this.scanner.scan();
-    const byPid = new Map(procs.map((p) => [p.pid, p]));
+    // Built only if some candidate needs its ancestors looked up (rare: registered bots are skipped).
+    let byPidMap: Map<number, ProcInfo> | null = null;
+    const byPid = () => (byPidMap ??= new Map(procs.map((p) => [p.pid, p])));
     const alive = new Set<string>();
     const found: Duplicate[] = [];
     for (const p of procs) {
@@ -184,33 +186,34 @@ export class DuplicateHunter {
 
   /** Is this exact process (pid + start time) a registered bot? O(1) on the scan's index. */
   private isRegistered(p: ProcInfo): boolean {
-    return this.index.registered.has(key(p));
+    return this.index.registered.get(p.pid) === p.startTicks;
   }
 
   /**
    * The registered instance of an account, its group, its descendants and its marked processes are
    * its own. O(depth of the process tree) per process on the scan's index, not O(bots).
    */
-  private isOwn(p: ProcInfo, byPid: Map<number, ProcInfo>): boolean {
+  private isOwn(p: ProcInfo, procs: () => Map<number, ProcInfo>): boolean {
     const ix = this.index;
     // Some account's own bot (or a piece of it) is never a duplicate of another account via `match`.
     if ((p.instance !== null && ix.instances.has(p.instance)) || ix.pgids.has(p.pgid) || ix.pids.has(p.pid)) return true;
+    const byPid = procs();
     for (let q = byPid.get(p.ppid), hops = 0; q && hops < 64; q = byPid.get(q.ppid), hops++) {
-      if (ix.registered.has(key(q))) return true;
+      if (ix.registered.get(q.pid) === q.startTicks) return true;
     }
     return false;
   }
 
   /** One pass over the bots per scan: what every per-process check looks up. */
   private buildIndex(): void {
-    const ix: BotIndex = { registered: new Set(), instances: new Set(), pgids: new Set(), pids: new Set() };
+    const ix: BotIndex = { registered: new Map(), instances: new Set(), pgids: new Set(), pids: new Set() };
     for (const bot of this.supervisor.all()) {
       const inst = bot.live;
       if (!inst) continue;
       ix.instances.add(inst.instanceId);
       ix.pgids.add(inst.pgid);
       ix.pids.add(inst.pid);
-      if (inst.startTicks !== null) ix.registered.add(key({ pid: inst.pid, startTicks: inst.startTicks }));
+      if (inst.startTicks !== null) ix.registered.set(inst.pid, inst.startTicks);
     }
     this.index = ix;
   }

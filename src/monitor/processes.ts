@@ -23,6 +23,7 @@ const YOUNG_S = 5;
 
 export class ProcessScanner {
   private readonly known = new Map<number, ProcInfo>();
+  private readonly seenIn = new Map<number, number>();
   private scans = 0;
   private hz = 100;
 
@@ -40,15 +41,16 @@ export class ProcessScanner {
     // late exec is seen within fullEvery scans without one expensive sweep.
     const slot = this.scans++ % this.fullEvery;
     const nowTicks = uptimeTicks(this.hz);
-    const seen = new Set<number>();
+    const gen = this.scans;
     const out: ProcInfo[] = [];
     for (const pid of listPids()) {
       if (pid === process.pid) continue;
-      seen.add(pid);
+      // Marks the pid as present in this scan without allocating (a Set per scan was garbage).
+      this.seenIn.set(pid, gen);
       let info = this.known.get(pid);
       const full = pid % this.fullEvery === slot;
       const young = info !== undefined && nowTicks - info.startTicks < YOUNG_S * this.hz;
-      if (!info || full || ((young || this.interesting(info)) && !this.settled(info))) {
+      if (!info || full || (!this.settled(info) && (young || this.interesting(info)))) {
         const st = readStat(pid);
         if (!st || st.state === 'Z' || st.state === 'X') {
           this.known.delete(pid);
@@ -71,7 +73,11 @@ export class ProcessScanner {
       }
       out.push(info);
     }
-    for (const pid of this.known.keys()) if (!seen.has(pid)) this.known.delete(pid);
+    for (const [pid, g] of this.seenIn) {
+      if (g === gen) continue;
+      this.seenIn.delete(pid);
+      this.known.delete(pid);
+    }
     return out;
   }
 }
