@@ -126,11 +126,13 @@ describe('dashboard', () => {
     const before = await ticks();
     await waitFor(async () => (await ticks()) > before + 1, { what: 'new output in the page', timeoutMs: 3000 });
 
-    await page.screenshot({ path: path.join(ROOT, 'docs', 'dashboard-desktop.png') });
+    // The README's pictures: refreshed with UPDATE_SCREENSHOTS=1, otherwise taken into a temp dir.
+    const shots = process.env.UPDATE_SCREENSHOTS ? path.join(ROOT, 'docs') : tmpDir('botwarden-shots-');
+    await page.screenshot({ path: path.join(shots, 'dashboard-desktop.png') });
     const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
     await phone.goto(`${base}/#token=${encodeURIComponent(token)}`);
     await phone.waitForSelector('[data-account="alpha"][data-state="running"]');
-    await phone.screenshot({ path: path.join(ROOT, 'docs', 'dashboard-phone.png'), fullPage: false });
+    await phone.screenshot({ path: path.join(shots, 'dashboard-phone.png'), fullPage: false });
     await phone.close();
 
     // Stop by clicking.

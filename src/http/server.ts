@@ -25,7 +25,7 @@ export const BODY_LIMIT = 64 * 1024;
 
 export type App = FastifyInstance & { withTypeProvider: () => FastifyInstance };
 
-/** Sockets whose last response said `Connection: close`: whatever the client still sends is dropped, not answered. */
+/** Sockets whose response closes the connection: whatever the client still sends is dropped, not answered. */
 const closeAnnounced = new WeakSet<Socket>();
 
 /**
@@ -61,9 +61,9 @@ export async function buildServer(deps: ServerDeps) {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
-  // An empty body with a JSON content type is "no body", not an error (curl -H 'content-type: application/json' -X POST).
   // fastify's own JSON parser (prototype-poisoning protection: __proto__ / constructor.prototype
-  // keys are refused); only an empty body is ours to handle: "no body", not an error.
+  // keys are refused). Only the empty body is ours: with a JSON content type it is "no body", not
+  // an error (curl -H 'content-type: application/json' -X POST).
   const defaultJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (req, body, done) => {
