@@ -76,6 +76,21 @@ describe('PostgreSQL leases across daemons', () => {
     expect((await vps.req('GET', '/keys')).body.keys[0]).toMatchObject({ id: 'k1', state: 'leased', account: 'a' });
   });
 
+  it('racing starts of two accounts sharing one key on two daemons never lease it twice', async () => {
+    const keys = { k1: { keyEnv: 'PGT_KEY', secretEnv: 'PGT_SECRET' } };
+    process.env.PGT_KEY = 'pgt-key-value';
+    process.env.PGT_SECRET = 'pgt-secret-value';
+    const pool = { keys: { pool: ['k1'], envKey: 'K', envSecret: 'S' } };
+    const accounts = { a: { ...bot, ...pool }, b: { ...bot, ...pool } };
+    const laptop = await daemon('laptop', pg.url(), accounts, { keys });
+    const vps = await daemon('vps', pg.url(), accounts, { keys });
+    for (let round = 0; round < 15; round++) {
+      const [ra, rb] = await Promise.all([laptop.req('POST', '/bots/a/start'), vps.req('POST', '/bots/b/start')]);
+      expect([ra.status, rb.status].sort(), `round ${round}`).toEqual([201, 409]);
+      await Promise.all([laptop.req('POST', '/bots/a/stop'), vps.req('POST', '/bots/b/stop')]);
+    }
+  });
+
   it('200 racing starts split over both daemons: exactly one 201 and never two processes', async () => {
     const laptop = await daemon('laptop');
     const vps = await daemon('vps');

@@ -276,23 +276,23 @@ export class PgLockBackend implements LockBackend {
 
   // ---- internals -------------------------------------------------------
 
-  /** The first candidate neither leased under a live lease nor cooling; its row is locked for this transaction. */
+  /**
+   * The first candidate neither leased under a live lease nor cooling. Every candidate's row is
+   * locked first, in one statement and in key order (two daemons leasing overlapping pools can
+   * neither deadlock nor both see a key free); only then are they judged, in preference order.
+   */
   private async firstFreeKey(c: pg.PoolClient, candidates: readonly string[]): Promise<string | null> {
-    for (const k of candidates) {
-      await c.query('INSERT INTO botwarden_key_leases (key_id) VALUES ($1) ON CONFLICT (key_id) DO NOTHING', [k]);
-      const r = await c.query(
-        `SELECT 1 FROM botwarden_key_leases kl WHERE kl.key_id = $1 AND (
-           EXISTS (SELECT 1 FROM botwarden_account_leases al WHERE al.account = kl.account AND al.token = kl.lock_token AND al.holder_id IS NOT NULL AND al.expires_at > clock_timestamp())
-           OR EXISTS (SELECT 1 FROM botwarden_key_cooldowns cd WHERE cd.key_id = kl.key_id AND cd.until > clock_timestamp()))
-         FOR UPDATE OF kl`,
-        [k],
-      );
-      if (r.rowCount === 0) {
-        await c.query('SELECT 1 FROM botwarden_key_leases WHERE key_id = $1 FOR UPDATE', [k]);
-        return k;
-      }
-    }
-    return null;
+    if (candidates.length === 0) return null;
+    await c.query('INSERT INTO botwarden_key_leases (key_id) SELECT unnest($1::text[]) ON CONFLICT (key_id) DO NOTHING', [candidates]);
+    await c.query('SELECT key_id FROM botwarden_key_leases WHERE key_id = ANY($1::text[]) ORDER BY key_id FOR UPDATE', [candidates]);
+    const taken = await c.query<{ key_id: string }>(
+      `SELECT kl.key_id FROM botwarden_key_leases kl WHERE kl.key_id = ANY($1::text[]) AND (
+         EXISTS (SELECT 1 FROM botwarden_account_leases al WHERE al.account = kl.account AND al.token = kl.lock_token AND al.holder_id IS NOT NULL AND al.expires_at > clock_timestamp())
+         OR EXISTS (SELECT 1 FROM botwarden_key_cooldowns cd WHERE cd.key_id = kl.key_id AND cd.until > clock_timestamp()))`,
+      [candidates],
+    );
+    const busy = new Set(taken.rows.map((r) => r.key_id));
+    return candidates.find((k) => !busy.has(k)) ?? null;
   }
 
   private fenceAt(account: string, h: Held): number {
