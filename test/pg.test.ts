@@ -91,6 +91,21 @@ describe('PostgreSQL leases across daemons', () => {
     }
   });
 
+  it('a rotation on one daemon cools the key down for every daemon (shared cooldowns)', async () => {
+    const keys = { k1: { keyEnv: 'PGT_KEY', secretEnv: 'PGT_SECRET' }, k2: { keyEnv: 'PGT_KEY2', secretEnv: 'PGT_SECRET2' } };
+    Object.assign(process.env, { PGT_KEY: 'pgt-key-value', PGT_SECRET: 'pgt-secret-value', PGT_KEY2: 'pgt-key-two', PGT_SECRET2: 'pgt-secret-two' });
+    const pool = { keys: { pool: ['k1', 'k2'], envKey: 'KRAKEN_API_KEY', envSecret: 'KRAKEN_API_SECRET' } };
+    const noisy = { ...bot, command: fixture('nonce-bot.js'), env: { NONCE_FAIL_KEY: 'pgt-key-value' }, nonceErrors: { patterns: ['kraken'], rotateAfter: 3 }, ...pool };
+    const laptop = await daemon('laptop', pg.url(), { a: noisy, b: { ...bot, ...pool } }, { keys });
+    const vps = await daemon('vps', pg.url(), { a: noisy, b: { ...bot, ...pool } }, { keys });
+    expect((await laptop.req('POST', '/bots/a/start')).body.keyId).toBe('k1');
+    await waitFor(async () => (await laptop.req('GET', '/bots/a')).body.keyId === 'k2', { what: 'rotation to k2' });
+    // On the other daemon k1 is cooling and k2 is leased: nothing is free for b.
+    const k = (await vps.req('GET', '/keys')).body.keys as { id: string; state: string }[];
+    expect(k).toEqual([expect.objectContaining({ id: 'k1', state: 'cooling' }), expect.objectContaining({ id: 'k2', state: 'leased' })]);
+    expect((await vps.req('POST', '/bots/b/start')).body.code).toBe('NO_FREE_KEY');
+  });
+
   it('200 racing starts split over both daemons: exactly one 201 and never two processes', async () => {
     const laptop = await daemon('laptop');
     const vps = await daemon('vps');

@@ -243,6 +243,8 @@ export class PgLockBackend implements LockBackend {
     return this.tx(async (c) => {
       const mine = await c.query(`SELECT 1 FROM botwarden_account_leases WHERE account = $1 AND token = $2 AND ${LIVE}`, [account, token]);
       if (mine.rowCount === 0) return null;
+      // Every key row this rotation touches, locked up front in key order (as acquire does): no deadlock.
+      await this.lockKeys(c, [from, ...candidates]);
       await c.query(
         `INSERT INTO botwarden_key_cooldowns (key_id, until, reason) VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8 / 1000), 'rotation')
          ON CONFLICT (key_id) DO UPDATE SET until = excluded.until, reason = excluded.reason`,
@@ -283,8 +285,7 @@ export class PgLockBackend implements LockBackend {
    */
   private async firstFreeKey(c: pg.PoolClient, candidates: readonly string[]): Promise<string | null> {
     if (candidates.length === 0) return null;
-    await c.query('INSERT INTO botwarden_key_leases (key_id) SELECT unnest($1::text[]) ON CONFLICT (key_id) DO NOTHING', [candidates]);
-    await c.query('SELECT key_id FROM botwarden_key_leases WHERE key_id = ANY($1::text[]) ORDER BY key_id FOR UPDATE', [candidates]);
+    await this.lockKeys(c, candidates);
     const taken = await c.query<{ key_id: string }>(
       `SELECT kl.key_id FROM botwarden_key_leases kl WHERE kl.key_id = ANY($1::text[]) AND (
          EXISTS (SELECT 1 FROM botwarden_account_leases al WHERE al.account = kl.account AND al.token = kl.lock_token AND al.holder_id IS NOT NULL AND al.expires_at > clock_timestamp())
@@ -293,6 +294,12 @@ export class PgLockBackend implements LockBackend {
     );
     const busy = new Set(taken.rows.map((r) => r.key_id));
     return candidates.find((k) => !busy.has(k)) ?? null;
+  }
+
+  private async lockKeys(c: pg.PoolClient, unsorted: readonly string[]): Promise<void> {
+    const keys = [...new Set(unsorted)].sort();
+    await c.query('INSERT INTO botwarden_key_leases (key_id) SELECT unnest($1::text[]) ON CONFLICT (key_id) DO NOTHING', [keys]);
+    await c.query('SELECT key_id FROM botwarden_key_leases WHERE key_id = ANY($1::text[]) ORDER BY key_id FOR UPDATE', [keys]);
   }
 
   private fenceAt(account: string, h: Held): number {
