@@ -126,7 +126,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       enrich: (e) => fatalFacts(supervisor, keys, e),
       onResult: (alert, outcome) => metrics.alertsSent.inc({ alert, outcome }),
     });
-    events.setOutbox((e) => alerts.enqueue(e));
+    events.setOutbox(alerts);
     const health = new HealthService({
       meta: new Meta(db),
       events,

@@ -31,6 +31,11 @@ export interface AlertDeps {
 }
 
 const MAX_AGE_MS = 24 * 3600_000;
+
+function matches(t: AlertTarget, type: string, account: string | undefined): boolean {
+  if (!t.events.some((p) => type.startsWith(p))) return false;
+  return !t.accounts || (account !== undefined && t.accounts.includes(account));
+}
 const MAX_DELAY_MS = 5 * 60_000;
 /** Consecutive failures that make a target (and /health) degraded. */
 const FAILING_AFTER = 2;
@@ -51,12 +56,17 @@ export class AlertService {
     this.now = d.now ?? Date.now;
   }
 
+  /** Does any target want this event? (Checked before the event's transaction is opened.) */
+  wants(type: string, account: string | undefined): boolean {
+    for (const t of Object.values(this.targets)) if (matches(t, type, account)) return true;
+    return false;
+  }
+
   /** The outbox hook: runs inside the event's storing transaction. */
   enqueue(e: BotwardenEvent): void {
     let extra: Record<string, unknown> | null = null;
     for (const [name, t] of Object.entries(this.targets)) {
-      if (!t.events.some((p) => e.type.startsWith(p))) continue;
-      if (t.accounts && (e.account === undefined || !t.accounts.includes(e.account))) continue;
+      if (!matches(t, e.type, e.account)) continue;
       extra ??= this.d.enrich?.(e) ?? {};
       this.d.outbox.enqueue(name, `${e.type}|${e.account ?? ''}`, JSON.stringify({ ...e, ...extra }), this.now(), t.minIntervalMs);
     }

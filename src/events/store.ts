@@ -10,6 +10,12 @@ import { matchesFilter, type BotwardenEvent, type EventFilter, type EventType } 
 
 export type Listener = (e: BotwardenEvent) => void;
 
+/** The alert outbox as the store sees it: a cheap filter, then the write inside the event's transaction. */
+export interface Outbox {
+  wants(type: string, account: string | undefined): boolean;
+  enqueue(e: BotwardenEvent): void;
+}
+
 export interface Retention {
   retentionDays: number;
   maxRows: number;
@@ -18,7 +24,7 @@ export interface Retention {
 export class EventStore {
   private readonly listeners = new Set<Listener>();
   readonly rows: EventRows;
-  private outbox: ((e: BotwardenEvent) => void) | null = null;
+  private outbox: Outbox | null = null;
   private lost = 0;
 
   constructor(
@@ -37,11 +43,17 @@ export class EventStore {
     const base = { type, at, ...(account !== undefined ? { account } : {}), ...data };
     let event!: BotwardenEvent;
     try {
-      // The event and the alerts it raises are stored in one transaction: both or neither.
-      this.rows.atomically(() => {
+      const outbox = this.outbox;
+      if (outbox && outbox.wants(type, account)) {
+        // The event and the alerts it raises are stored in one transaction: both or neither.
+        this.rows.atomically(() => {
+          event = { id: this.rows.insert(type, account ?? null, at, json), ...base };
+          outbox.enqueue(event);
+        });
+      } else {
+        // No alert wants it: one INSERT is atomic by itself (no BEGIN/COMMIT around it).
         event = { id: this.rows.insert(type, account ?? null, at, json), ...base };
-        this.outbox?.(event);
-      });
+      }
     } catch (err) {
       if (!isDiskFull(err)) throw err;
       // A full disk must not break the caller (a state change, a scanned line): the event is
@@ -78,8 +90,8 @@ export class EventStore {
   }
 
   /** Called inside the storing transaction of every event (the alert outbox). */
-  setOutbox(fn: (e: BotwardenEvent) => void): void {
-    this.outbox = fn;
+  setOutbox(outbox: Outbox): void {
+    this.outbox = outbox;
   }
 
   subscribe(l: Listener): () => void {
