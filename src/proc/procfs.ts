@@ -1,12 +1,9 @@
 /**
  * Process facts straight from /proc (Linux). A pid alone is not an identity:
  * the kernel reuses pids, so a process is (pid, start time in clock ticks).
- * Where /proc does not exist, `kill(pid, 0)` is the weaker fallback and start
- * times are null.
+ * Linux only: the daemon refuses to start without /proc (daemon.ts).
  */
-import { closeSync, existsSync, openSync, readdirSync, readSync } from 'node:fs';
-
-export const HAS_PROC = existsSync('/proc/self/stat');
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 
 export interface ProcStat {
   pid: number;
@@ -77,7 +74,7 @@ export function parseStat(text: string): ProcStat | null {
 }
 
 export function startTicksOf(pid: number): number | null {
-  return HAS_PROC ? (readStat(pid)?.startTicks ?? null) : null;
+  return readStat(pid)?.startTicks ?? null;
 }
 
 /**
@@ -86,19 +83,9 @@ export function startTicksOf(pid: number): number | null {
  * recorded time (so a reused pid is not taken for it).
  */
 export function isAlive(pid: number, startTicks: number | null): boolean {
-  if (!HAS_PROC) return signalZero(pid);
   const st = readStat(pid);
   if (!st || st.state === 'Z' || st.state === 'X') return false;
   return startTicks === null || st.startTicks === startTicks;
-}
-
-function signalZero(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export function listPids(): number[] {
@@ -190,7 +177,6 @@ function instanceMarker(st: ProcStat): string | null {
  * finds it (its instance marker belongs to no live bot).
  */
 export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
-  if (!HAS_PROC) return signalZero(-inst.pgid) ? [{ pid: -inst.pgid } as ProcStat] : [];
   const out: ProcStat[] = [];
   for (const st of snapshot()) {
     if (inst.startTicks !== null && st.startTicks < inst.startTicks) continue;
@@ -212,7 +198,6 @@ export interface StatHandle {
 }
 
 export function openStatHandle(pid: number, startTicks: number | null): StatHandle | null {
-  if (!HAS_PROC) return null;
   let fd: number;
   try {
     fd = openSync(`/proc/${pid}/stat`, 'r');

@@ -45,7 +45,6 @@ export class BotController extends BotMachine {
 
   get live(): LiveInstance | null { return this.proc; }
   get lockToken(): number | null { return this.lease.token; }
-  get lockRow(): LockRow | null { return this.lease.row; }
   get logPath(): string { return path.join(this.deps.logsDir, `${this.account.id}.log`); }
 
   protected record(state: BotState): BotRow {

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { LockBackend } from '../db/locks.js';
 import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
-import { environValue, HAS_PROC, isAlive, listPids, openStatHandle, readStat, type ProcStat, type StatHandle } from '../proc/procfs.js';
+import { environValue, isAlive, listPids, openStatHandle, readStat, type ProcStat, type StatHandle } from '../proc/procfs.js';
 import { realClock, type Clock, type TimerHandle } from '../clock.js';
 import type { ExitStatus } from './spawn.js';
 import { terminate } from './terminate.js';
@@ -114,7 +114,6 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
 /** Live group leaders whose BOTWARDEN_INSTANCE is one of these ids. */
 function findByInstance(ids: Set<string>): Map<string, ProcStat> {
   const out = new Map<string, ProcStat>();
-  if (!HAS_PROC) return out;
   for (const pid of listPids()) {
     const st = readStat(pid);
     if (!st || st.state === 'Z' || st.pgid !== pid) continue;

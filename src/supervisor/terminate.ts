@@ -12,7 +12,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { realClock, sleepOn, type Clock } from '../clock.js';
-import { HAS_PROC, instanceProcesses, isAlive, readStat, type ProcStat } from '../proc/procfs.js';
+import { instanceProcesses, isAlive, readStat, type ProcStat } from '../proc/procfs.js';
 
 export interface TerminateTarget {
   instanceId: string;
@@ -72,7 +72,6 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
     for (const p of rest) {
       const st = readStat(p.pid);
       if (st && st.startTicks === p.startTicks) send(p.pid, 'SIGKILL');
-      else if (!HAS_PROC) send(-t.pgid, 'SIGKILL');
     }
     await sleep(POLL_MS);
   }
@@ -82,7 +81,7 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
 
 /** What is left of the tree: the known members still alive, or a full pass while the group has members. */
 function remaining(known: ProcStat[], ident: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
-  if (!HAS_PROC || groupExists(ident.pgid)) return instanceProcesses(ident);
+  if (groupExists(ident.pgid)) return instanceProcesses(ident);
   return known.filter((p) => {
     const st = readStat(p.pid);
     return st !== null && st.startTicks === p.startTicks && st.state !== 'Z' && st.state !== 'X';
