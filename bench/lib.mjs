@@ -1,7 +1,7 @@
 // Shared bench helpers: a real daemon process on a temp data dir, a tiny HTTP client, stats.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,7 +39,7 @@ export async function startDaemon(accounts, extraArgs = [], daemonCfg = {}, data
   writeFileSync(cfgFile, JSON.stringify({ daemon: daemonCfg, ...extraCfg, accounts })); // JSON is YAML
   const child = spawn(process.execPath, [...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : []), path.join(ROOT, 'dist', 'cli.js'), 'daemon', '--data-dir', dir, '--config', cfgFile, '--listen', '127.0.0.1:0', ...extraArgs], {
     env: { ...process.env, BOTWARDEN_TOKEN: '', BOTWARDEN_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', process.env.BENCH_DAEMON_STDOUT ? openSync(process.env.BENCH_DAEMON_STDOUT, 'a') : 'ignore', 'inherit'],
   });
   const info = path.join(dir, 'daemon.json');
   const until = Date.now() + 15_000;

@@ -1,6 +1,7 @@
-import { appendFileSync, statSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readlinkSync, statSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../src/clock.js';
 import { lastLines, LogTailer } from '../src/output/tailer.js';
 import { tmpDir, waitFor } from './helper.js';
 
@@ -63,6 +64,34 @@ describe('log tailer', () => {
     }
     expect(existsSync(`${few.t.path}.2`)).toBe(true);
     expect(existsSync(`${few.t.path}.3`)).toBe(false);
+  });
+
+  it('holds a chatty file open between reads and lets go of it once a read finds nothing new', async () => {
+    const file = path.join(tmpDir(), 'a.log');
+    writeFileSync(file, '');
+    const opened = () => readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === file;
+      } catch {
+        return false;
+      }
+    }).length;
+    const clock = new ManualClock();
+    const { t, lines } = follow(file, { pollMs: 1000, clock });
+    expect(opened()).toBe(0); // a silent bot costs no descriptor
+    appendFileSync(file, 'one\n');
+    await waitFor(() => lines.length === 1, { what: 'first line' });
+    expect(opened()).toBe(1);
+    appendFileSync(file, 'two\n');
+    await waitFor(() => lines.length === 2, { what: 'second line' });
+    expect(opened()).toBe(1); // still the one descriptor, not one per read
+    clock.advance(1000); // the safety poll finds nothing new: closed
+    await waitFor(() => opened() === 0, { what: 'the quiet file closed' });
+    appendFileSync(file, 'three\n');
+    await waitFor(() => lines.length === 3, { what: 'a line after reopening' });
+    t.stop();
+    expect(opened()).toBe(0);
+    expect(lines).toEqual(['one', 'two', 'three']);
   });
 
   it('lastLines reads the tail of a big file without reading it all', () => {

@@ -49,6 +49,7 @@ export class DuplicateHunter {
   private generation = 0;
   private index: BotIndex = { registered: new Map(), instances: new Set(), pgids: new Set(), pids: new Set() };
   private scanning: Promise<Duplicate[]> | null = null;
+  private fresh: Promise<Duplicate[]> | null = null;
   /** Scan figures for /health and the bench. */
   readonly stats = { scans: 0, lastScanMs: 0, totalScanMs: 0, processes: 0 };
 
@@ -115,10 +116,25 @@ export class DuplicateHunter {
    * ended first; with `report` the start is refused with DUPLICATE_RUNNING.
    */
   async clearBeforeStart(account: Account): Promise<void> {
-    const dups = (await this.scanNow()).filter((d) => d.account === account.id);
+    const dups = (await this.freshScan()).filter((d) => d.account === account.id);
     if (dups.length === 0) return;
     if (account.duplicates === 'report') throw Errors.duplicateRunning(account.id, dups.map((d) => d.pid));
     await Promise.all(dups.map((d) => this.kill(d, account)));
+  }
+
+  /**
+   * A scan that begins after this call: a start must see every process that existed when it was
+   * asked for. Starts asked for in the same turn of the event loop (a burst of requests) share one
+   * scan, run once their handlers have all been queued; a scan already under way (begun before
+   * some of them) is waited out, never shared.
+   */
+  private freshScan(): Promise<Duplicate[]> {
+    this.fresh ??= new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+      await this.scanning?.catch(() => undefined);
+      this.fresh = null;
+      return this.scanNow();
+    });
+    return this.fresh;
   }
 
   private async scanOnce(): Promise<Duplicate[]> {

@@ -5,7 +5,14 @@
  * bot), and only processes that look like bots are re-read every scan; each
  * scan also re-reads a 1/`fullEvery` slice of the rest, to catch a late exec. Linux only
  * (docs/operations.md, Platforms).
+ *
+ * Listing /proc is the biggest part of an idle scan with 1,000 bots (a getdents over every
+ * process). It is skipped when no process was created since the last listing: the kernel's most
+ * recently handed-out pid (last field of /proc/loadavg) has not moved. A process that exited since
+ * is then still in the table until a read of it fails or the next listing, which happens at least
+ * every `fullEvery` scans anyway.
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { environValue, listPids, readProcText, readStat, type ProcStat } from '../proc/procfs.js';
 
@@ -19,6 +26,17 @@ export interface ProcInfo extends ProcStat {
 
 export type Classifier = (p: ProcInfo) => boolean;
 
+/** Where the pids come from (tests fake the kernel's answers). */
+export interface PidSource {
+  /** The most recently handed-out pid, or -1 when unknown. */
+  lastPid(): number;
+  listPids(): number[];
+  /** True when lastPid() follows process creation here (checked once, by creating one). */
+  lastPidWorks(): boolean;
+}
+
+export const procPidSource: PidSource = { lastPid, listPids, lastPidWorks };
+
 const YOUNG_S = 5;
 
 export class ProcessScanner {
@@ -26,6 +44,10 @@ export class ProcessScanner {
   private readonly seenIn = new Map<number, number>();
   private scans = 0;
   private hz = 100;
+  /** The last pid handed out at the last /proc listing, and the scan it happened in. */
+  private listedAt = { lastPid: -1, scan: -Infinity };
+  /** False when /proc/loadavg does not follow process creation here (or stopped to). */
+  private gate: boolean;
 
   constructor(
     /** True for processes worth re-reading every scan (they look like bots). */
@@ -33,7 +55,36 @@ export class ProcessScanner {
     private readonly fullEvery = 30,
     /** True for processes known to be ours (registered bots): never re-read, whatever their age. */
     private readonly settled: Classifier = () => false,
-  ) {}
+    private readonly source: PidSource = procPidSource,
+  ) {
+    this.gate = source.lastPidWorks();
+  }
+
+  /** How many scans listed /proc (the rest were answered from the table). */
+  listings = 0;
+
+  private listedNow = false;
+
+  /**
+   * The pids to look at: a fresh /proc listing, or the known ones when no process was created since
+   * the last listing (and that listing is less than `fullEvery` scans old).
+   */
+  private pids(): Iterable<number> {
+    const last = this.gate ? this.source.lastPid() : -1;
+    if (last >= 0 && last === this.listedAt.lastPid && this.scans - this.listedAt.scan < this.fullEvery) {
+      this.listedNow = false;
+      return this.known.keys(); // only updated in place below, never grown: safe to iterate
+
+    }
+    const pids = this.source.listPids();
+    this.listings++;
+    // A listing that finds a pid this table never saw, though the kernel said no pid was handed
+    // out since the last one, means /proc/loadavg does not tell (some containers fake it): list always.
+    if (last >= 0 && last === this.listedAt.lastPid && pids.some((pid) => pid !== process.pid && !this.seenIn.has(pid))) this.gate = false;
+    this.listedAt = { lastPid: last, scan: this.scans };
+    this.listedNow = true;
+    return pids;
+  }
 
   /** The current table. Cheap: new and young processes are read; old uninteresting ones are not. */
   async scan(): Promise<ProcInfo[]> {
@@ -43,14 +94,16 @@ export class ProcessScanner {
     const nowTicks = uptimeTicks(this.hz);
     const gen = this.scans;
     const out: ProcInfo[] = [];
-    for (const pid of listPids()) {
+    for (const pid of this.pids()) {
       if (pid === process.pid) continue;
       // Marks the pid as present in this scan without allocating (a Set per scan was garbage).
       this.seenIn.set(pid, gen);
       let info = this.known.get(pid);
       const full = pid % this.fullEvery === slot;
       const young = info !== undefined && nowTicks - info.startTicks < YOUNG_S * this.hz;
-      if (!info || full || (!this.settled(info) && (young || this.interesting(info)))) {
+      // A registered bot is never re-read, not even in its round-robin slot: it is ours whatever it
+      // execs into, and its exit is watched elsewhere (then it is no longer settled).
+      if (!info || (!this.settled(info) && (full || young || this.interesting(info)))) {
         const st = readStat(pid);
         if (!st || st.state === 'Z' || st.state === 'X') {
           this.known.delete(pid);
@@ -73,6 +126,10 @@ export class ProcessScanner {
       }
       out.push(info);
     }
+    if (!this.listedNow) {
+      // Not listed: nothing left the table but what a failed read removed above.
+      return out;
+    }
     for (const [pid, g] of this.seenIn) {
       if (g === gen) continue;
       this.seenIn.delete(pid);
@@ -80,6 +137,26 @@ export class ProcessScanner {
     }
     return out;
   }
+}
+
+/** The most recently handed-out pid (last field of /proc/loadavg, "running/total lastpid"). */
+function lastPid(): number {
+  const text = readProcText('/proc/loadavg', 'latin1');
+  const n = text === null ? NaN : Number(text.slice(text.lastIndexOf(' ') + 1));
+  return Number.isInteger(n) ? n : -1;
+}
+
+/**
+ * Some containers serve a made-up /proc/loadavg: check once that creating a process moves its last
+ * pid (a /bin/true, reaped at once). If it does not, every scan lists /proc.
+ */
+function lastPidWorks(): boolean {
+  const before = lastPid();
+  if (before < 0) return false;
+  const r = spawnSync('/bin/true', { stdio: 'ignore', timeout: 5000 });
+  if (r.error || !r.pid) return false;
+  const after = lastPid();
+  return after !== before;
 }
 
 function readCmdline(pid: number): string | null {

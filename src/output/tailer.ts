@@ -33,6 +33,8 @@ export class LogTailer {
   private poll: TimerHandle | null = null;
   private scheduled = false;
   private stopped = false;
+  /** Held open while the bot writes (see readNew). */
+  private fd: number | null = null;
   /** One read buffer for every tailer: reads are synchronous, so they never overlap (1,000 bots once held 256 KiB each). */
   private readonly buf = SHARED_BUF;
 
@@ -74,6 +76,7 @@ export class LogTailer {
     if (this.stopped) return;
     this.readNew();
     this.stopped = true;
+    this.closeFd();
     this.closeWatcher();
     this.poll?.cancel();
     if (this.partial) {
@@ -82,33 +85,59 @@ export class LogTailer {
     }
   }
 
-  /** Reads appended bytes now (also used by tests and at stop). */
+  /**
+   * Reads appended bytes now (also used by tests and at stop). A chatty bot's file stays open
+   * between reads (one read() per wakeup instead of open, fstat, read, fstat, close); a read that
+   * finds nothing new closes it again, so 1,000 silent bots hold no descriptors.
+   */
   readNew(): void {
     if (this.stopped) return;
-    let fd: number;
+    const fd = this.openFd();
+    if (fd === null) return;
     try {
-      fd = openSync(this.path, 'r');
-    } catch {
-      return;
-    }
-    try {
-      let size = fstatSync(fd).size;
-      if (size < this.offset) {
-        // Truncated or rotated under us: start over at the beginning.
-        this.offset = 0;
-        this.partial = '';
-      }
-      while (this.offset < size) {
-        const n = readSync(fd, this.buf, 0, Math.min(CHUNK, size - this.offset), this.offset);
+      let got = 0;
+      for (;;) {
+        const n = readSync(fd, this.buf, 0, CHUNK, this.offset);
         if (n <= 0) break;
+        got += n;
         this.offset += n;
         this.consume(this.buf.toString('utf8', 0, n));
-        if (this.offset >= size) size = fstatSync(fd).size;
+        // A regular file reads short only at its end: no second read() to learn that.
+        if (n < CHUNK) break;
       }
-    } finally {
-      closeSync(fd);
+      if (got === 0) {
+        // Woken with nothing to read (the safety poll, mostly): the file may have been truncated
+        // under us, and a quiet file is let go of until it has something new.
+        const truncated = fstatSync(fd).size < this.offset;
+        this.closeFd();
+        if (truncated) {
+          this.offset = 0;
+          this.partial = '';
+          this.readNew();
+          return;
+        }
+      }
+    } catch {
+      this.closeFd();
+      return;
     }
     if (this.offset > this.opts.maxBytes) this.rotate();
+  }
+
+  private openFd(): number | null {
+    if (this.fd === null) {
+      try {
+        this.fd = openSync(this.path, 'r');
+      } catch {
+        return null;
+      }
+    }
+    return this.fd;
+  }
+
+  private closeFd(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
   }
 
   private consume(text: string): void {

@@ -1,0 +1,71 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ProcessScanner, procPidSource, type PidSource } from '../src/monitor/processes.js';
+import { listPids } from '../src/proc/procfs.js';
+
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
+function sleeper(): number {
+  const c = spawn('sleep', ['30'], { stdio: 'ignore' });
+  children.push(c);
+  return c.pid!;
+}
+
+/** The real /proc listing, with the kernel's "last pid handed out" under the test's control. */
+function fakeLastPid(works = true): PidSource & { last: number } {
+  const s: PidSource & { last: number } = { last: 1000, lastPid: () => s.last, listPids, lastPidWorks: () => works };
+  return s;
+}
+
+const pidsOf = async (scanner: ProcessScanner) => new Set((await scanner.scan()).map((p) => p.pid));
+
+describe('process scanner: /proc is listed only when a process was created', () => {
+  it('answers from its table while the last pid stands still, lists when it moves, and at least every fullEvery scans', async () => {
+    const src = fakeLastPid();
+    const scanner = new ProcessScanner(() => false, 5, () => false, src);
+    await scanner.scan();
+    expect(scanner.listings).toBe(1);
+    const pid = sleeper();
+    // The kernel (faked here) says no pid was handed out: the table answers, without the new one.
+    expect((await pidsOf(scanner)).has(pid)).toBe(false);
+    expect(scanner.listings).toBe(1);
+    src.last++; // it moved: the next scan lists and sees the new process
+    expect((await pidsOf(scanner)).has(pid)).toBe(true);
+    expect(scanner.listings).toBe(2);
+    for (let i = 0; i < 4; i++) await scanner.scan();
+    expect(scanner.listings).toBe(2);
+    await scanner.scan(); // fullEvery (5) scans since the last listing: listed whatever the kernel says
+    expect(scanner.listings).toBe(3);
+  });
+
+  it('stops trusting a last pid that did not announce a process a listing then found', async () => {
+    const src = fakeLastPid();
+    const scanner = new ProcessScanner(() => false, 3, () => false, src);
+    await scanner.scan();
+    const pid = sleeper();
+    await scanner.scan();
+    await scanner.scan();
+    expect((await pidsOf(scanner)).has(pid)).toBe(true); // the forced listing found it
+    const before = scanner.listings;
+    for (let i = 0; i < 3; i++) await scanner.scan();
+    expect(scanner.listings).toBe(before + 3); // from now on every scan lists
+  });
+
+  it('lists every scan where the last pid does not follow process creation', async () => {
+    const scanner = new ProcessScanner(() => false, 30, () => false, fakeLastPid(false));
+    for (let i = 0; i < 4; i++) await scanner.scan();
+    expect(scanner.listings).toBe(4);
+  });
+
+  it('with the real kernel: a process created between two scans is in the second, every time', async () => {
+    const scanner = new ProcessScanner(() => false, 30, () => false, procPidSource);
+    await scanner.scan();
+    for (let i = 0; i < 5; i++) {
+      const pid = sleeper();
+      expect((await pidsOf(scanner)).has(pid)).toBe(true);
+    }
+  });
+});
