@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProcessScanner, procPidSource, type PidSource } from '../src/monitor/processes.js';
-import { listPids } from '../src/proc/procfs.js';
+import { handedOutBetween, listPids, type PidMark } from '../src/proc/procfs.js';
 
 const children: ChildProcess[] = [];
 afterEach(() => {
@@ -67,5 +67,30 @@ describe('process scanner: /proc is listed only when a process was created', () 
       const pid = sleeper();
       expect((await pidsOf(scanner)).has(pid)).toBe(true);
     }
+  });
+});
+
+describe('pids handed out between two looks at the kernel\'s pid cursor', () => {
+  const m = (last: number, at = 0): PidMark => ({ last, at });
+  it.each([
+    // [before, now, pid, handed out?]
+    [100, 100, 100, false],
+    [100, 100, 50, false],
+    [100, 105, 101, true],
+    [100, 105, 105, true],
+    [100, 105, 100, false],
+    [100, 105, 106, false],
+    [32760, 305, 32767, true], // wrapped at pid_max: the top of the range, then the bottom
+    [32760, 305, 300, true],
+    [32760, 305, 306, false],
+    [32760, 305, 32760, false],
+  ])('cursor %i -> %i: pid %i handed out = %s', (a, b, pid, expected) => {
+    expect(handedOutBetween(pid, m(a), m(b, 500))).toBe(expected);
+  });
+
+  it('cannot tell without both looks, or when they are too far apart to rule out a full turn', () => {
+    expect(handedOutBetween(5, null, m(10))).toBeNull();
+    expect(handedOutBetween(5, m(1), null)).toBeNull();
+    expect(handedOutBetween(5, m(1, 0), m(10, 60_000))).toBeNull();
   });
 });

@@ -35,8 +35,12 @@ export class EventStore {
     this.rows = new EventRows(db);
   }
 
-  /** Stores the event and streams it. Fields must never carry secrets. */
-  emit(type: EventType, fields: { account?: string | undefined; [k: string]: unknown } = {}): BotwardenEvent {
+  /**
+   * Stores the event and streams it. Fields must never carry secrets. `alongside` is a write that
+   * belongs with the event (a bot's new state): it runs in the event's transaction, both or neither,
+   * and one commit instead of two.
+   */
+  emit(type: EventType, fields: { account?: string | undefined; [k: string]: unknown } = {}, alongside?: () => void): BotwardenEvent {
     const { account, ...data } = fields;
     const at = new Date(this.now()).toISOString();
     const json = JSON.stringify(data);
@@ -44,14 +48,16 @@ export class EventStore {
     let event!: BotwardenEvent;
     try {
       const outbox = this.outbox;
-      if (outbox && outbox.wants(type, account)) {
-        // The event and the alerts it raises are stored in one transaction: both or neither.
+      const alert = outbox !== null && outbox.wants(type, account);
+      if (alert || alongside) {
+        // The event, the write that goes with it and the alerts it raises: one transaction.
         this.rows.atomically(() => {
+          alongside?.();
           event = { id: this.rows.insert(type, account ?? null, at, json), ...base };
-          outbox.enqueue(event);
+          if (alert) outbox.enqueue(event);
         });
       } else {
-        // No alert wants it: one INSERT is atomic by itself (no BEGIN/COMMIT around it).
+        // Nothing goes with it: one INSERT is atomic by itself (no BEGIN/COMMIT around it).
         event = { id: this.rows.insert(type, account ?? null, at, json), ...base };
       }
     } catch (err) {

@@ -12,9 +12,8 @@
  * is then still in the table until a read of it fails or the next listing, which happens at least
  * every `fullEvery` scans anyway.
  */
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { environValue, listPids, readProcText, readStat, type ProcStat } from '../proc/procfs.js';
+import { environValue, handedOutBetween, lastPid, lastPidWorks, listPids, readProcText, readStat, type PidMark, type ProcStat } from '../proc/procfs.js';
 
 export interface ProcInfo extends ProcStat {
   /** argv joined with single spaces. */
@@ -64,6 +63,9 @@ export class ProcessScanner {
   listings = 0;
 
   private listedNow = false;
+  /** The kernel's pid cursor at this scan and at the one before (null when it cannot be trusted). */
+  private mark: PidMark | null = null;
+  private prevMark: PidMark | null = null;
 
   /**
    * The pids to look at: a fresh /proc listing, or the known ones when no process was created since
@@ -71,10 +73,11 @@ export class ProcessScanner {
    */
   private pids(): Iterable<number> {
     const last = this.gate ? this.source.lastPid() : -1;
+    this.prevMark = this.mark;
+    this.mark = last >= 0 ? { last, at: performance.now() } : null;
     if (last >= 0 && last === this.listedAt.lastPid && this.scans - this.listedAt.scan < this.fullEvery) {
       this.listedNow = false;
       return this.known.keys(); // only updated in place below, never grown: safe to iterate
-
     }
     const pids = this.source.listPids();
     this.listings++;
@@ -101,9 +104,11 @@ export class ProcessScanner {
       let info = this.known.get(pid);
       const full = pid % this.fullEvery === slot;
       const young = info !== undefined && nowTicks - info.startTicks < YOUNG_S * this.hz;
+      // A pid handed out again since the last scan is another process (pids wrap: 32,768 by default).
+      const reused = info !== undefined && handedOutBetween(pid, this.prevMark, this.mark) === true;
       // A registered bot is never re-read, not even in its round-robin slot: it is ours whatever it
       // execs into, and its exit is watched elsewhere (then it is no longer settled).
-      if (!info || (!this.settled(info) && (full || young || this.interesting(info)))) {
+      if (!info || reused || (!this.settled(info) && (full || young || this.interesting(info)))) {
         const st = readStat(pid);
         if (!st || st.state === 'Z' || st.state === 'X') {
           this.known.delete(pid);
@@ -137,26 +142,6 @@ export class ProcessScanner {
     }
     return out;
   }
-}
-
-/** The most recently handed-out pid (last field of /proc/loadavg, "running/total lastpid"). */
-function lastPid(): number {
-  const text = readProcText('/proc/loadavg', 'latin1');
-  const n = text === null ? NaN : Number(text.slice(text.lastIndexOf(' ') + 1));
-  return Number.isInteger(n) ? n : -1;
-}
-
-/**
- * Some containers serve a made-up /proc/loadavg: check once that creating a process moves its last
- * pid (a /bin/true, reaped at once). If it does not, every scan lists /proc.
- */
-function lastPidWorks(): boolean {
-  const before = lastPid();
-  if (before < 0) return false;
-  const r = spawnSync('/bin/true', { stdio: 'ignore', timeout: 5000 });
-  if (r.error || !r.pid) return false;
-  const after = lastPid();
-  return after !== before;
 }
 
 function readCmdline(pid: number): string | null {

@@ -3,6 +3,7 @@
  * the kernel reuses pids, so a process is (pid, start time in clock ticks).
  * Linux only: the daemon refuses to start without /proc (daemon.ts).
  */
+import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 
 export interface ProcStat {
@@ -127,32 +128,99 @@ export function environValue(pid: number, name: string): string | null | undefin
   return null;
 }
 
+/** The most recently handed-out pid (last field of /proc/loadavg, "running/total lastpid"); -1 if unknown. */
+export function lastPid(): number {
+  const text = readProcText('/proc/loadavg', 'latin1');
+  const n = text === null ? NaN : Number(text.slice(text.lastIndexOf(' ') + 1));
+  return Number.isInteger(n) ? n : -1;
+}
+
+let lastPidChecked: boolean | null = null;
+
+/**
+ * Some containers serve a made-up /proc/loadavg: checked once per daemon that creating a process
+ * (a /bin/true, reaped at once) moves its last pid. If not, nothing relies on it.
+ */
+export function lastPidWorks(): boolean {
+  if (lastPidChecked === null) {
+    const before = lastPid();
+    const r = before < 0 ? null : spawnSync('/bin/true', { stdio: 'ignore', timeout: 5000 });
+    lastPidChecked = r !== null && !r.error && r.pid > 0 && lastPid() !== before;
+  }
+  return lastPidChecked;
+}
+
+/** The kernel's pid cursor at a moment: pids are handed out upward from it, wrapping at pid_max. */
+export interface PidMark {
+  last: number;
+  at: number;
+}
+
+/**
+ * Within this long of a mark, a pid outside (mark, now] (cyclically) cannot have been handed out
+ * since: going all the way round takes pid_max (32,768 at least) process creations.
+ */
+const PID_MARK_TRUST_MS = 2000;
+
+export function pidMark(now = performance.now()): PidMark | null {
+  if (!lastPidWorks()) return null;
+  const last = lastPid();
+  return last < 0 ? null : { last, at: now };
+}
+
+/**
+ * Was `pid` handed out between the two marks (a new process, or a re-used pid)? Null when that
+ * cannot be told: a mark is missing, or they are too far apart.
+ */
+export function handedOutBetween(pid: number, before: PidMark | null, now: PidMark | null): boolean | null {
+  if (!before || !now || now.at - before.at > PID_MARK_TRUST_MS) return null;
+  const { last: a } = before;
+  const { last: b } = now;
+  if (a === b) return false;
+  return a < b ? pid > a && pid <= b : pid > a || pid <= b;
+}
+
 /**
  * One pass over /proc shared by every caller within SNAPSHOT_MS: a shutdown stopping 1,000 bots
  * at once looks for their trees together, instead of 1,000 passes of 1,000 processes each. The
  * pass only *discovers* members; each one found is re-read before it is returned, so a member
  * that died since the pass is never reported alive. The BOTWARDEN_INSTANCE marker is read once
- * per process (pid + start time) and remembered.
+ * per process (pid + start time) and remembered. A pass reads the stat of only the pids handed
+ * out since the last one (the kernel's pid cursor says which), and none when no pid was: a
+ * shutdown of 1,000 bots no longer reads 1,000 stat files ten times a second.
  */
 const SNAPSHOT_MS = 100;
-let snap: { at: number; list: ProcStat[] } | null = null;
+let snap: { at: number; mark: PidMark | null; list: ProcStat[]; byPid: Map<number, ProcStat> } | null = null;
 const markers = new Map<string, string | null>();
 
 function snapshot(): ProcStat[] {
   const now = performance.now();
   if (snap && now - snap.at < SNAPSHOT_MS) return snap.list;
+  const mark = pidMark(now);
+  const prev = snap;
+  if (prev && mark && prev.mark?.last === mark.last && now - prev.mark.at <= PID_MARK_TRUST_MS) {
+    // No process was created: the last pass still lists every process there is (some maybe gone,
+    // which the re-read of each member catches).
+    snap = { ...prev, at: now, mark };
+    return prev.list;
+  }
   const list: ProcStat[] = [];
+  const byPid = new Map<number, ProcStat>();
   const self = process.pid;
   for (const pid of listPids()) {
     if (pid === self) continue;
-    const st = readStat(pid);
-    if (st && st.state !== 'Z' && st.state !== 'X') list.push(st);
+    const known = prev?.byPid.get(pid);
+    const st = known && handedOutBetween(pid, prev!.mark, mark) === false ? known : readStat(pid);
+    if (st && st.state !== 'Z' && st.state !== 'X') {
+      list.push(st);
+      byPid.set(pid, st);
+    }
   }
   if (markers.size > list.length * 2) {
     const live = new Set(list.map((st) => `${st.pid}:${st.startTicks}`));
     for (const k of markers.keys()) if (!live.has(k)) markers.delete(k);
   }
-  snap = { at: now, list };
+  snap = { at: now, mark, list, byPid };
   return list;
 }
 

@@ -91,7 +91,9 @@ export async function endInstance(d: InstanceDeps, account: Account, inst: LiveI
   const unknown: ExitStatus = { code: null, signal: forced ? 'SIGKILL' : null };
   const status = o.known ?? (await Promise.race([inst.exited, sleep(2000, unknown, { ref: false })]));
   const at = new Date(d.clock.now()).toISOString();
-  d.registry.markExited(inst.instanceId, { code: status.code, signal: status.signal, forced, endedAt: at });
-  d.events.emit('bot.exited', { account: account.id, pid: inst.pid, instanceId: inst.instanceId, code: status.code, signal: status.signal, forced });
+  // The exit record and its event: one transaction.
+  d.events.emit('bot.exited', { account: account.id, pid: inst.pid, instanceId: inst.instanceId, code: status.code, signal: status.signal, forced }, () =>
+    d.registry.markExited(inst.instanceId, { code: status.code, signal: status.signal, forced, endedAt: at }),
+  );
   return { status, forced, at };
 }

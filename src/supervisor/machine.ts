@@ -45,11 +45,15 @@ export abstract class BotMachine {
   /** A full disk does not stop the state machine: the state lives on in memory and is saved at the next change. */
   protected persist(state: BotState): void {
     try {
-      this.rows.saveBot(this.record(state), new Date(this.clock.now()).toISOString());
+      this.save(state);
     } catch (err) {
       if (!isDiskFull(err)) throw err;
       this.log.error({ err, state }, 'the disk is full: the bot state could not be saved (kept in memory)');
     }
+  }
+
+  private save(state: BotState): void {
+    this.rows.saveBot(this.record(state), new Date(this.clock.now()).toISOString());
   }
 
   /** The one place a bot's state changes: checked, persisted, logged, emitted. */
@@ -57,8 +61,10 @@ export abstract class BotMachine {
     const from = this.current;
     assertTransition(this.id, from, to);
     this.current = to;
-    this.persist(to);
     this.log.info({ from, to, ...fields }, `bot ${from} -> ${to}`);
-    if (emit) this.eventStore.emit(STATE_EVENT[to], { account: this.id, from, ...fields });
+    if (!emit) return this.persist(to);
+    // The new state and its event are stored in one transaction. On a full disk the event store
+    // counts the lost event and the state lives on in memory, saved at the next change.
+    this.eventStore.emit(STATE_EVENT[to], { account: this.id, from, ...fields }, () => this.save(to));
   }
 }
