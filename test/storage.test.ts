@@ -84,7 +84,9 @@ describe('log rotation', () => {
       return;
     }
     const f = await floodThroughRotations(dataDir);
-    expect(f.rotations).toBeGreaterThanOrEqual(20);
+    // Copy-then-truncate catches up with everything the bot wrote before it truncates, so there is
+    // at most one rotation per read: a printing bot is read every 250 ms, ~12 reads in this flood.
+    expect(f.rotations).toBeGreaterThanOrEqual(10);
     expect(f.twice).toBe(0);
     expect(f.scanned).toBe(f.nonceOnDisk);
     expect(f.missing).toBeLessThanOrEqual(f.rotations); // at most the write in flight at each ftruncate

@@ -1,6 +1,6 @@
 import { appendFileSync, readdirSync, readlinkSync, statSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { lastLines, LogTailer } from '../src/output/tailer.js';
 import { tmpDir, waitFor } from './helper.js';
@@ -66,7 +66,7 @@ describe('log tailer', () => {
     expect(existsSync(`${few.t.path}.3`)).toBe(false);
   });
 
-  it('holds a chatty file open between reads and lets go of it once a read finds nothing new', async () => {
+  it('reads a printing bot on the shared timer with its file held open, and goes back to inotify (no descriptor) once it is quiet', async () => {
     const file = path.join(tmpDir(), 'a.log');
     writeFileSync(file, '');
     const opened = () => readdirSync('/proc/self/fd').filter((fd) => {
@@ -76,22 +76,44 @@ describe('log tailer', () => {
         return false;
       }
     }).length;
-    const clock = new ManualClock();
-    const { t, lines } = follow(file, { pollMs: 1000, clock });
+    const { t, lines } = follow(file, { pollMs: 60_000, clock: new ManualClock(), quietMs: 600 });
     expect(opened()).toBe(0); // a silent bot costs no descriptor
-    appendFileSync(file, 'one\n');
-    await waitFor(() => lines.length === 1, { what: 'first line' });
-    expect(opened()).toBe(1);
-    appendFileSync(file, 'two\n');
-    await waitFor(() => lines.length === 2, { what: 'second line' });
-    expect(opened()).toBe(1); // still the one descriptor, not one per read
-    clock.advance(1000); // the safety poll finds nothing new: closed
-    await waitFor(() => opened() === 0, { what: 'the quiet file closed' });
-    appendFileSync(file, 'three\n');
-    await waitFor(() => lines.length === 3, { what: 'a line after reopening' });
+    appendFileSync(file, 'first\n');
+    await waitFor(() => lines.length === 1, { what: 'first line (inotify)' });
+    const reads = vi.spyOn(t, 'readNew');
+    // 20 lines over ~200 ms: one inotify wakeup each before; now a few reads on the 250 ms timer.
+    for (let i = 0; i < 20; i++) {
+      appendFileSync(file, `line ${i}\n`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await waitFor(() => lines.length === 21, { what: '20 more lines' });
+    expect(reads.mock.calls.length).toBeLessThanOrEqual(5);
+    expect(opened()).toBe(1); // one descriptor, kept between reads
+    await waitFor(() => opened() === 0, { what: 'back to inotify after a quiet spell', timeoutMs: 3000 });
+    appendFileSync(file, 'after\n');
+    await waitFor(() => lines.includes('after'), { what: 'a line after going back to inotify' });
     t.stop();
     expect(opened()).toBe(0);
-    expect(lines).toEqual(['one', 'two', 'three']);
+    expect(lines).toEqual(['first', ...Array.from({ length: 20 }, (_, i) => `line ${i}`), 'after']);
+  });
+
+  it('polls 100 files on one shared timer, each once per period', async () => {
+    const dir = tmpDir();
+    const clock = new ManualClock();
+    const polled = new Map<string, number>();
+    const ts = Array.from({ length: 100 }, (_, i) => {
+      const file = path.join(dir, `${i}.log`);
+      writeFileSync(file, '');
+      const { t } = follow(file, { pollMs: 30_000, clock });
+      vi.spyOn(t, 'readNew').mockImplementation(() => void polled.set(file, (polled.get(file) ?? 0) + 1));
+      return t;
+    });
+    expect(clock.pending).toBe(1); // not one timer per file
+    for (let s = 0; s < 30; s++) clock.advance(1000);
+    await new Promise((r) => setImmediate(r));
+    expect(polled.size).toBe(100);
+    expect([...polled.values()].every((n) => n === 1)).toBe(true);
+    for (const t of ts) t.stop();
   });
 
   it('lastLines reads the tail of a big file without reading it all', () => {
