@@ -1,9 +1,17 @@
 /** TypeBox schemas shared by the routes and the OpenAPI document. */
-import { Type } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { ACCOUNT_ID_PATTERN } from '../config/schema.js';
 import { BOT_STATES } from '../supervisor/states.js';
 
-const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
+/**
+ * T or null, as `type: [T, 'null']` rather than `anyOf`: fastify's serializer handles a type list
+ * with a typeof check, but runs an ajv validation per value for each `anyOf`. With 1,000 bots those
+ * validations were most of GET /bots.
+ */
+const OrNull = <T extends TSchema>(t: T) => {
+  const plain = JSON.parse(JSON.stringify(t)) as Record<string, unknown>;
+  return Type.Unsafe<Static<T> | null>({ ...plain, type: [plain.type, 'null'] });
+};
 
 export const AccountParams = Type.Object({
   account: Type.String({ pattern: ACCOUNT_ID_PATTERN, description: 'account id from the config' }),
@@ -13,7 +21,7 @@ export const LockFacts = Type.Object({
   holder: Type.String(),
   since: Type.String({ format: 'date-time' }),
   token: Type.Integer(),
-  pid: Type.Union([Type.Integer(), Type.Null()]),
+  pid: OrNull(Type.Integer()),
 });
 
 export const Bot = Type.Object(
@@ -22,23 +30,22 @@ export const Bot = Type.Object(
     name: Type.String(),
     broker: Type.String(),
     brokerUsername: Type.String(),
-    state: Type.Union(BOT_STATES.map((s) => Type.Literal(s))),
-    pid: Type.Union([Type.Integer(), Type.Null()]),
-    instanceId: Nullable(Type.String()),
-    startedAt: Nullable(Type.String({ format: 'date-time' })),
+    state: Type.Unsafe<(typeof BOT_STATES)[number]>({ type: 'string', enum: [...BOT_STATES] }),
+    pid: OrNull(Type.Integer()),
+    instanceId: OrNull(Type.String()),
+    startedAt: OrNull(Type.String({ format: 'date-time' })),
     restarts: Type.Integer(),
-    keyId: Nullable(Type.String()),
-    lastExit: Type.Union([
+    keyId: OrNull(Type.String()),
+    lastExit: OrNull(
       Type.Object({
-        code: Type.Union([Type.Integer(), Type.Null()]),
-        signal: Nullable(Type.String()),
+        code: OrNull(Type.Integer()),
+        signal: OrNull(Type.String()),
         at: Type.String({ format: 'date-time' }),
         forced: Type.Boolean({ description: 'SIGKILLed after the grace period' }),
       }),
-      Type.Null(),
-    ]),
+    ),
     nonceErrors: Type.Object({ inWindow: Type.Integer(), total: Type.Integer() }),
-    lock: Type.Union([LockFacts, Type.Null()]),
+    lock: OrNull(LockFacts),
   },
   { $id: 'Bot' },
 );

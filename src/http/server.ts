@@ -137,7 +137,7 @@ export async function buildServer(deps: ServerDeps) {
 
   await app.register(swagger, {
     openapi: {
-      openapi: '3.0.3',
+      openapi: '3.1.0',
       info: { title: 'botwarden', version: deps.version, description: 'Process supervisor for trading bots (see docs/api.md).' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
