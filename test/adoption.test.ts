@@ -6,7 +6,8 @@ import { ManualClock } from '../src/clock.js';
 import { SqliteLockBackend } from '../src/db/locks.js';
 import { openDatabase } from '../src/db/open.js';
 import { Registry } from '../src/db/registry.js';
-import { isAlive, listPids, readStat } from '../src/proc/procfs.js';
+import { isAlive, listPids, readStat, startTicksOf } from '../src/proc/procfs.js';
+import { ExitPoller } from '../src/supervisor/reconcile.js';
 import { fixture, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, tmpDir, waitFor, type TestDaemon } from './helper.js';
 
 const daemons: TestDaemon[] = [];
@@ -147,5 +148,34 @@ describe('bots that died while no daemon ran', () => {
     }, { what: 'exit noticed' });
     // Not our child: its exit status went to init, so it is honestly unknown.
     expect(after).toMatchObject({ state: 'stopped', pid: null, lock: null, lastExit: { code: null, signal: null } });
+  });
+});
+
+describe('exit poll of adopted bots', () => {
+  it('polls every 250 ms, and every 10 ms for a bot being stopped (a stop does not wait out the slow poll)', async () => {
+    const clock = new ManualClock();
+    const poller = new ExitPoller(clock);
+    const spawnSleeper = () => {
+      const c = spawn('sleep', ['30'], { stdio: 'ignore' });
+      return { c, gone: new Promise<void>((r) => c.once('exit', () => r())) };
+    };
+    const slow = spawnSleeper();
+    const fast = spawnSleeper();
+    let slowDone = false;
+    let fastDone = false;
+    void poller.watch(slow.c.pid!, startTicksOf(slow.c.pid!)).then(() => (slowDone = true));
+    void poller.watch(fast.c.pid!, startTicksOf(fast.c.pid!)).then(() => (fastDone = true));
+    poller.hurry(fast.c.pid!);
+    slow.c.kill('SIGKILL');
+    fast.c.kill('SIGKILL');
+    await Promise.all([slow.gone, fast.gone]); // reaped: /proc says gone
+    for (let t = 0; t < 20; t += 10) clock.advance(10);
+    await new Promise((r) => setImmediate(r));
+    expect(fastDone).toBe(true);
+    expect(slowDone).toBe(false);
+    clock.advance(230);
+    await new Promise((r) => setImmediate(r));
+    expect(slowDone).toBe(true);
+    poller.close();
   });
 });

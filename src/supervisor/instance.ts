@@ -22,6 +22,8 @@ export interface LiveInstance {
   keyId: string | null;
   logPath: string;
   exited: Promise<ExitStatus>;
+  /** Adopted bots (not our children): look for the exit often while a stop is under way. */
+  hurry?: () => void;
 }
 
 export interface InstanceDeps {
@@ -83,7 +85,7 @@ export interface Ended {
  */
 export async function endInstance(d: InstanceDeps, account: Account, inst: LiveInstance, o: { graceMs: number; known?: ExitStatus }): Promise<Ended> {
   const { forced } = await terminate(
-    { instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks, exited: inst.exited },
+    { instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks, exited: inst.exited, ...(inst.hurry ? { hurry: inst.hurry } : {}) },
     account.stop.signal,
     o.graceMs,
     d.clock,

@@ -25,6 +25,8 @@ export interface ReconcileDeps {
 }
 
 const EXIT_POLL_MS = 250;
+/** While a stop of an adopted bot is under way, its exit is looked for this often. */
+const HURRY_POLL_MS = 10;
 
 export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; dead: string[] }> {
   const adopted: string[] = [];
@@ -85,6 +87,7 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
           keyId: inst.keyId,
           logPath: inst.logPath ?? bot.logPath,
           exited: d.exits.watch(pid, inst.startTicks),
+          hurry: () => d.exits.hurry(pid),
         },
         lock && (lock.instanceId === null || lock.instanceId === inst.id) ? lock : null,
       );
@@ -130,6 +133,9 @@ function findByInstance(ids: Set<string>): Map<string, ProcStat> {
 export class ExitPoller {
   private readonly watched = new Map<number, { handle: StatHandle | null; startTicks: number | null; resolve: (s: ExitStatus) => void }>();
   private timer: TimerHandle | null = null;
+  /** Bots being stopped: polled every HURRY_POLL_MS, so a stop does not wait out the 250 ms poll. */
+  private readonly urgent = new Set<number>();
+  private fastTimer: TimerHandle | null = null;
 
   constructor(
     private readonly clock: Clock = realClock,
@@ -145,27 +151,54 @@ export class ExitPoller {
     });
   }
 
+  /** A stop of this bot is under way: look for its exit often until it is gone. */
+  hurry(pid: number): void {
+    if (!this.watched.has(pid)) return;
+    this.urgent.add(pid);
+    this.scheduleFast();
+  }
+
   close(): void {
     this.timer?.cancel();
     this.timer = null;
+    this.fastTimer?.cancel();
+    this.fastTimer = null;
     for (const w of this.watched.values()) w.handle?.close();
     this.watched.clear();
+    this.urgent.clear();
+  }
+
+  /** Resolves the watch if the process is gone; true when it was. */
+  private check(pid: number): boolean {
+    const w = this.watched.get(pid);
+    if (!w) return true;
+    if (w.handle ? w.handle.alive() : isAlive(pid, w.startTicks)) return false;
+    w.handle?.close();
+    this.watched.delete(pid);
+    // Not our child: its exit code went to its new parent, so it is unknown here.
+    w.resolve({ code: null, signal: null });
+    return true;
   }
 
   private pollAll(): void {
-    for (const [pid, w] of this.watched) {
-      if (w.handle ? w.handle.alive() : isAlive(pid, w.startTicks)) continue;
-      w.handle?.close();
-      this.watched.delete(pid);
-      // Not our child: its exit code went to its new parent, so it is unknown here.
-      w.resolve({ code: null, signal: null });
-    }
+    for (const pid of [...this.watched.keys()]) if (this.check(pid)) this.urgent.delete(pid);
     this.timer = null;
     this.schedule();
+  }
+
+  private pollUrgent(): void {
+    for (const pid of [...this.urgent]) if (this.check(pid)) this.urgent.delete(pid);
+    this.fastTimer = null;
+    this.scheduleFast();
   }
 
   private schedule(): void {
     if (this.timer || this.watched.size === 0) return;
     this.timer = this.clock.setTimeout(() => this.pollAll(), this.intervalMs);
+  }
+
+  private scheduleFast(): void {
+    if (this.fastTimer || this.urgent.size === 0) return;
+    this.fastTimer = this.clock.setTimeout(() => this.pollUrgent(), HURRY_POLL_MS);
   }
 }

@@ -21,6 +21,8 @@ export interface TerminateTarget {
   startTicks: number | null;
   /** Resolves when the leader is gone: our child's exit event, or a poll for adopted bots. */
   exited: Promise<unknown>;
+  /** Adopted bots: look for the exit often from now on (the poll is slow otherwise). */
+  hurry?: () => void;
 }
 
 export interface TerminateResult {
@@ -43,6 +45,7 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
     // The leader is alive, so the group id is still ours: signal the whole group at once.
     send(-t.pgid, signal);
     signaled.add(t.pid);
+    t.hurry?.();
   }
   // While the bot shuts down: the rest of its tree. Members outside its group (setsid
   // escapees) did not get the group signal, so they get theirs now.
