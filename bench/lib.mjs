@@ -32,12 +32,22 @@ export async function waitFile(file, timeoutMs = 10_000) {
   return Number(readFileSync(file, 'utf8'));
 }
 
+/**
+ * Node's flags for the daemon: those `npm start` uses (the daemon as shipped, e.g. its young
+ * generation size), or BENCH_NODE_ARGS (profiling: `--cpu-prof ...`) instead.
+ */
+export function nodeArgs() {
+  if (process.env.BENCH_NODE_ARGS !== undefined) return process.env.BENCH_NODE_ARGS.split(' ').filter(Boolean);
+  const start = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.start;
+  return start.split(' ').filter((a) => a.startsWith('--'));
+}
+
 /** Starts the built daemon with these accounts; returns a client and a stop function. */
 export async function startDaemon(accounts, extraArgs = [], daemonCfg = {}, dataDir = null, extraCfg = {}) {
   const dir = dataDir ?? tmp();
   const cfgFile = path.join(dir, 'botwarden.yaml');
   writeFileSync(cfgFile, JSON.stringify({ daemon: daemonCfg, ...extraCfg, accounts })); // JSON is YAML
-  const child = spawn(process.execPath, [...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : []), path.join(ROOT, 'dist', 'cli.js'), 'daemon', '--data-dir', dir, '--config', cfgFile, '--listen', '127.0.0.1:0', ...extraArgs], {
+  const child = spawn(process.execPath, [...nodeArgs(), path.join(ROOT, 'dist', 'cli.js'), 'daemon', '--data-dir', dir, '--config', cfgFile, '--listen', '127.0.0.1:0', ...extraArgs], {
     env: { ...process.env, BOTWARDEN_TOKEN: '', BOTWARDEN_LOG_LEVEL: 'warn' },
     stdio: ['ignore', process.env.BENCH_DAEMON_STDOUT ? openSync(process.env.BENCH_DAEMON_STDOUT, 'a') : 'ignore', 'inherit'],
   });
