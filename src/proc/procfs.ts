@@ -139,12 +139,13 @@ let lastPidChecked: boolean | null = null;
 
 /**
  * Some containers serve a made-up /proc/loadavg: checked once per daemon that creating a process
- * (a /bin/true, reaped at once) moves its last pid. If not, nothing relies on it.
+ * (a `/bin/sh -c :`, reaped at once) moves its last pid. If not, nothing relies on it.
  */
 export function lastPidWorks(): boolean {
   if (lastPidChecked === null) {
     const before = lastPid();
-    const r = before < 0 ? null : spawnSync('/bin/true', { stdio: 'ignore', timeout: 5000 });
+    // /bin/sh exists wherever Linux does (NixOS has no /bin/true).
+    const r = before < 0 ? null : spawnSync('/bin/sh', ['-c', ':'], { stdio: 'ignore', timeout: 5000 });
     lastPidChecked = r !== null && !r.error && r.pid > 0 && lastPid() !== before;
   }
   return lastPidChecked;
