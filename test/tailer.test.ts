@@ -29,6 +29,16 @@ describe('log tailer', () => {
     expect(lines).toEqual(['first', 'second', 'third']);
   });
 
+  it('from a given offset: lines a new process printed before the tailer started are not missed', async () => {
+    const file = path.join(tmpDir(), 'a.log');
+    writeFileSync(file, 'the previous run\n');
+    const start = statSync(file).size; // taken before the spawn
+    appendFileSync(file, 'EAPI:Invalid nonce\nsecond\n'); // the new process is quick
+    const { lines } = follow(file, { fromEnd: false, fromOffset: start, pollMs: 60_000 });
+    await waitFor(() => lines.length === 2, { what: 'the lines printed before start()' });
+    expect(lines).toEqual(['EAPI:Invalid nonce', 'second']);
+  });
+
   it('starts over after truncation', async () => {
     const file = path.join(tmpDir(), 'a.log');
     writeFileSync(file, '');

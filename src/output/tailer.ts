@@ -15,6 +15,8 @@ export interface TailerOptions {
   files: number;
   /** Start at the current end of the file (old lines are not rescanned). */
   fromEnd: boolean;
+  /** Or start here (a process we spawned began writing at this offset). */
+  fromOffset?: number;
   pollMs?: number;
   /** The poll's clock (tests may drive it); fs.watch wakes the tailer in between. */
   clock?: Clock;
@@ -114,8 +116,11 @@ export class LogTailer {
   ) {}
 
   start(): void {
-    if (this.opts.fromEnd) this.offset = sizeOf(this.path);
+    if (this.opts.fromOffset !== undefined) this.offset = this.opts.fromOffset;
+    else if (this.opts.fromEnd) this.offset = sizeOf(this.path);
     this.watch();
+    // What was written before the watch existed (a bot we spawned may have printed already).
+    this.schedule();
     // fs.watch (inotify) wakes the tailer on the first append; the poll is only the safety net (30 s;
     // 2 s when no watch could be set up), each tailer at its own phase, all on one shared timer:
     // 1,000 tailers polling on timers of their own were 33 wakeups a second.

@@ -210,7 +210,7 @@ export class BotController extends BotMachine {
     }
     this.proc = inst;
     this.output.breaker.rearm();
-    this.output.follow(inst.logPath);
+    this.output.follow(inst.logPath, inst.logStart);
     this.changeState('starting', { pid: inst.pid, instanceId: inst.instanceId });
     this.watch(inst, true);
   }

@@ -24,6 +24,8 @@ export interface LiveInstance {
   exited: Promise<ExitStatus>;
   /** Adopted bots (not our children): look for the exit often while a stop is under way. */
   hurry?: () => void;
+  /** Our own spawns: where the process's output begins in the log (adopted bots are followed from the end). */
+  logStart?: number;
 }
 
 export interface InstanceDeps {
@@ -61,7 +63,7 @@ export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: La
     throw err;
   }
   d.registry.markSpawned(instanceId, spawned.pid, spawned.startTicks, spawned.pgid);
-  const inst: LiveInstance = { instanceId, pid: spawned.pid, pgid: spawned.pgid, startTicks: spawned.startTicks, startedAt, keyId: l.keyId, logPath: l.logPath, exited: spawned.exited };
+  const inst: LiveInstance = { instanceId, pid: spawned.pid, pgid: spawned.pgid, startTicks: spawned.startTicks, startedAt, keyId: l.keyId, logPath: l.logPath, exited: spawned.exited, logStart: spawned.logStart };
   try {
     await lease.attach({ instanceId, pid: inst.pid, startTicks: inst.startTicks });
   } catch (err) {

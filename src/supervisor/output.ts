@@ -38,12 +38,16 @@ export class BotOutput {
     this.breaker = new NonceBreaker(account().nonceErrors, () => clock.now());
   }
 
-  /** Follows the file from its current end (old lines are not rescanned). */
-  follow(logPath: string): void {
+  /**
+   * Follows the file from `from` (where a process we just spawned began writing), or from its
+   * current end (an adopted bot: its old lines are not rescanned).
+   */
+  follow(logPath: string, from?: number): void {
     this.unfollow();
     this.tailer = new LogTailer(logPath, (line) => this.onLine(line), {
       ...this.d.logRotation,
-      fromEnd: true,
+      fromEnd: from === undefined,
+      ...(from !== undefined ? { fromOffset: from } : {}),
       clock: this.clock,
       onError: (what, err) => this.log.warn({ err }, what),
     });

@@ -28,6 +28,8 @@ export interface Spawned {
   startTicks: number | null;
   /** Resolves when the process has exited (and was reaped). */
   exited: Promise<ExitStatus>;
+  /** Size of the log file just before the spawn: where this process's output begins. */
+  logStart: number;
 }
 
 export class SpawnError extends Error {
@@ -48,6 +50,14 @@ export async function spawnBot(spec: SpawnSpec): Promise<Spawned> {
     log = await open(spec.logPath, 'a', 0o640);
   } catch (err) {
     throw new SpawnError(`cannot open log file ${spec.logPath}: ${(err as Error).message}`, { cause: err });
+  }
+  let logStart = 0;
+  try {
+    // Where this process's output will begin: every line it prints is scanned, even those it
+    // prints before the daemon starts following the file.
+    logStart = (await log.stat()).size;
+  } catch {
+    // A stat that fails on an open file: start from 0 and rescan rather than miss a line.
   }
   let child: ChildProcess;
   try {
@@ -72,5 +82,5 @@ export async function spawnBot(spec: SpawnSpec): Promise<Spawned> {
   });
   // The daemon must be able to exit (leave-running) while the bot lives on.
   child.unref();
-  return { child, pid, pgid: pid, startTicks: startTicksOf(pid), exited };
+  return { child, pid, pgid: pid, startTicks: startTicksOf(pid), exited, logStart };
 }
