@@ -8,13 +8,13 @@ import { openDatabase } from '../src/db/open.js';
 import { Registry } from '../src/db/registry.js';
 import { isAlive, listPids, readStat, startTicksOf } from '../src/proc/procfs.js';
 import { ExitPoller } from '../src/supervisor/reconcile.js';
-import { fixture, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, tmpDir, waitFor, type TestDaemon } from './helper.js';
+import { fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, tmpDir, waitFor, type TestDaemon } from './helper.js';
 
 const daemons: TestDaemon[] = [];
 const helpers: ChildProcess[] = [];
 afterEach(async () => {
   for (const d of daemons.splice(0)) await d.close();
-  for (const c of helpers.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await killChildren(helpers);
   expect(sweepLeftovers()).toEqual([]);
 });
 

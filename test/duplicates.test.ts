@@ -1,14 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isAlive } from '../src/proc/procfs.js';
-import { fixture, FIXTURES, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
+import { fixture, FIXTURES, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
 
 let d: TestDaemon | undefined;
 const strays: ChildProcess[] = [];
 afterEach(async () => {
   await d?.close();
   d = undefined;
-  for (const c of strays.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await killChildren(strays);
   expect(sweepLeftovers()).toEqual([]);
 });
 

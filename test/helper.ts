@@ -3,6 +3,7 @@
  * fixtures, and a sweep that finds (and kills, by pid) anything a test left
  * behind, so a leak fails the test instead of lingering.
  */
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -97,6 +98,17 @@ export function taggedProcesses(account?: string): number[] {
     out.push(pid);
   }
   return out;
+}
+
+/**
+ * SIGKILLs the children a test started that still run, and waits until each has exited: a kill is
+ * delivered asynchronously, and a sweep right after it could still see the process alive.
+ */
+export async function killChildren(children: ChildProcess[]): Promise<void> {
+  const running = children.splice(0).filter((c) => c.exitCode === null && c.signalCode === null);
+  const gone = running.map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r()))));
+  for (const c of running) c.kill('SIGKILL');
+  await Promise.all(gone);
 }
 
 /** Kills (by pid) whatever this test file left behind and returns those pids: a test asserts it is empty. */

@@ -2,10 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProcessScanner, procPidSource, type PidSource } from '../src/monitor/processes.js';
 import { handedOutBetween, listPids, type PidMark } from '../src/proc/procfs.js';
+import { killChildren } from './helper.js';
 
 const children: ChildProcess[] = [];
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+afterEach(async () => {
+  await killChildren(children);
 });
 
 function sleeper(): number {
