@@ -46,10 +46,13 @@ describe('duplicate hunter', () => {
   });
 
   it('catches a copy by its BOTWARDEN_ACCOUNT marker without any match, and SIGKILLs one that ignores the signal', async () => {
-    d = await startTestDaemon(makeConfig({ daemon: { scanIntervalMs: 200 }, accounts: { envacct: { command: fixture('bot.js'), stop: { graceMs: 300 } } } }));
     const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_')));
-    const copy = spawn(process.execPath, [`${FIXTURES}no-killable.js`], { env: { ...clean, BW_TEST_TAG: TEST_TAG, BOTWARDEN_ACCOUNT: 'envacct' }, stdio: 'ignore' });
+    const copy = spawn(process.execPath, [`${FIXTURES}no-killable.js`], { env: { ...clean, BW_TEST_TAG: TEST_TAG, BOTWARDEN_ACCOUNT: 'envacct' }, stdio: ['ignore', 'pipe', 'ignore'] });
     strays.push(copy);
+    // The copy ignores SIGTERM only once Node has booted and installed its handler: the hunter
+    // starts after that, or on a slow machine it could catch the copy still killable by SIGTERM.
+    await new Promise<void>((r) => copy.stdout.once('data', () => r()));
+    d = await startTestDaemon(makeConfig({ daemon: { scanIntervalMs: 200 }, accounts: { envacct: { command: fixture('bot.js'), stop: { graceMs: 300 } } } }));
     await exited(copy);
     const killed = await waitFor(() => d!.events.history(0, 100, { types: ['duplicate.killed'] })[0], { what: 'killed' });
     expect(killed).toMatchObject({ account: 'envacct', pid: copy.pid, forced: true });
