@@ -57,8 +57,13 @@ export interface LockBackend {
   isOurs(row: LockRow): boolean;
   /** False once a lease we were granted is known lost (PostgreSQL: not renewed in time). */
   stillHeld(account: string, token: number): boolean;
-  /** True when a process with this instance id runs under a live lease of any daemon (never a duplicate). */
-  isLeasedInstance(instanceId: string): Promise<boolean>;
+  /**
+   * True when a process with this instance id runs under a live lease of any daemon (never a
+   * duplicate). `youngOf`: the process is seconds old and says it is this account's: then any live
+   * lease of the account covers it too, since its daemon may not have recorded the new instance yet
+   * (the spawn is recorded after it happens, a database round trip later).
+   */
+  isLeasedInstance(instanceId: string, youngOf?: string | null): Promise<boolean>;
   acquire(req: AcquireRequest): Promise<AcquireResult>;
   /** Records the spawned process on the lock we hold (fenced by token). */
   attach(account: string, token: number, proc: { instanceId: string; pid: number; startTicks: number | null }): Promise<void>;

@@ -159,9 +159,9 @@ export class PgLockBackend implements LockBackend {
   }
 
   /** True when this instance id runs under a live lease, whoever holds it (not a duplicate). */
-  async isLeasedInstance(instanceId: string): Promise<boolean> {
-    if (this.cache.some((l) => l.instanceId === instanceId)) return true;
-    const r = await this.q<{ n: string }>(`SELECT count(*) AS n FROM botwarden_account_leases WHERE instance_id = $1 AND ${LIVE}`, [instanceId]);
+  async isLeasedInstance(instanceId: string, youngOf: string | null = null): Promise<boolean> {
+    if (this.cache.some((l) => l.instanceId === instanceId || (youngOf !== null && l.account === youngOf))) return true;
+    const r = await this.q<{ n: string }>(`SELECT count(*) AS n FROM botwarden_account_leases WHERE (instance_id = $1 OR account = $2) AND ${LIVE}`, [instanceId, youngOf]);
     return Number(r.rows[0]?.n ?? 0) > 0;
   }
 

@@ -15,7 +15,10 @@ import { readStat } from '../proc/procfs.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import { terminateProcess } from '../supervisor/terminate.js';
 import { sanitizeLine } from '../output/patterns.js';
-import { ProcessScanner, type ProcInfo } from './processes.js';
+import { ProcessScanner, uptimeTicks, type ProcInfo } from './processes.js';
+
+/** 10 s in clock ticks (USER_HZ 100): how young a process is while its spawn may be unrecorded. */
+const YOUNG_TICKS = 1000;
 
 export interface Duplicate {
   account: string;
@@ -141,6 +144,7 @@ export class DuplicateHunter {
     const t0 = performance.now();
     this.buildIndex();
     const procs = await this.scanner.scan();
+    const nowTicks = uptimeTicks();
     // Built only if some candidate needs its ancestors looked up (rare: registered bots are skipped).
     let byPidMap: Map<number, ProcInfo> | null = null;
     const byPid = () => (byPidMap ??= new Map(procs.map((p) => [p.pid, p])));
@@ -152,7 +156,8 @@ export class DuplicateHunter {
       for (const { account, by } of this.accountsOf(p)) {
         if (this.isOwn(p, byPid)) continue;
         // Another daemon's bot under its live lease (PostgreSQL mode, two daemons on one machine).
-        if (p.instance !== null && (await this.leased(p.instance))) continue;
+        // A process seconds old may be another daemon's bot whose spawn is not recorded yet.
+        if (p.instance !== null && (await this.leased(p.instance, nowTicks - p.startTicks < YOUNG_TICKS ? account.id : null))) continue;
         const k = key(p);
         alive.add(k);
         let dup = this.reported.get(k);
@@ -175,8 +180,8 @@ export class DuplicateHunter {
     return found;
   }
 
-  private leased(instanceId: string): Promise<boolean> {
-    return this.supervisor.isLeasedInstance(instanceId).catch(() => true); // backend down: never kill on a guess
+  private leased(instanceId: string, youngOf: string | null): Promise<boolean> {
+    return this.supervisor.isLeasedInstance(instanceId, youngOf).catch(() => true); // backend down: never kill on a guess
   }
 
   /** Instances of which accounts this process is. The environment marker wins over `match`. */
@@ -224,6 +229,8 @@ export class DuplicateHunter {
   private buildIndex(): void {
     const ix: BotIndex = { registered: new Map(), instances: new Set(), pgids: new Set(), pids: new Set() };
     for (const bot of this.supervisor.all()) {
+      const launching = bot.launchingInstance;
+      if (launching !== null) ix.instances.add(launching);
       const inst = bot.live;
       if (!inst) continue;
       ix.instances.add(inst.instanceId);

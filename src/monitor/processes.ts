@@ -159,7 +159,7 @@ function readMarkers(pid: number): { account: string | null; instance: string | 
   return { account: account ?? null, instance: instance ?? null };
 }
 
-function uptimeTicks(hz: number): number {
+export function uptimeTicks(hz = 100): number {
   try {
     return Number(readFileSync('/proc/uptime', 'latin1').split(' ')[0]) * hz;
   } catch {

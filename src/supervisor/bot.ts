@@ -4,6 +4,7 @@
  * and the lock (lease.ts) live in their own modules. Operations on one
  * account run one at a time; different accounts never wait on each other.
  */
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { Account } from '../config/schema.js';
 import type { LockRow } from '../db/locks.js';
@@ -23,6 +24,7 @@ export type { BotDeps, BotView } from './types.js';
 
 export class BotController extends BotMachine {
   private proc: LiveInstance | null = null;
+  private launching: string | null = null;
   private readonly lease: AccountLease;
   private restarts = 0;
   private quickFailures = 0;
@@ -44,6 +46,8 @@ export class BotController extends BotMachine {
   }
 
   get live(): LiveInstance | null { return this.proc; }
+  /** The instance being spawned right now (its process may exist before `live` is set). */
+  get launchingInstance(): string | null { return this.launching; }
   get lockToken(): number | null { return this.lease.token; }
   get logPath(): string { return path.join(this.deps.logsDir, `${this.account.id}.log`); }
 
@@ -198,9 +202,14 @@ export class BotController extends BotMachine {
     const keyId = this.lease.keyId;
     const env = { ...this.deps.baseEnv(), ...a.env, ...(keyId !== null ? this.deps.keyEnv(a, keyId) : {}) };
     let inst: LiveInstance;
+    // Known before the process exists: a scan that runs while the spawn is recorded (a PostgreSQL
+    // round trip) must not take our own new bot for a copy.
+    const instanceId = randomUUID();
+    this.launching = instanceId;
     try {
-      inst = await launchInstance(this.deps, this.lease, { account: a, keyId, logPath: this.logPath, env });
+      inst = await launchInstance(this.deps, this.lease, { instanceId, account: a, keyId, logPath: this.logPath, env });
     } catch (err) {
+      this.launching = null;
       await this.lease.release();
       const message = (err as Error).message;
       const leaseLost = isBotwardenError(err) && err.code === 'LOCK_BACKEND_UNAVAILABLE';
@@ -209,6 +218,7 @@ export class BotController extends BotMachine {
       throw leaseLost ? err : Errors.spawnFailed(a.id, message, err);
     }
     this.proc = inst;
+    this.launching = null;
     this.output.breaker.rearm();
     this.output.follow(inst.logPath, inst.logStart);
     this.changeState('starting', { pid: inst.pid, instanceId: inst.instanceId });

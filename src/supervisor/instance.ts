@@ -2,7 +2,6 @@
  * One bot process from birth to death, with its records: spawn + registry row
  * (intent first) + lock attach; terminate + recorded exit + `bot.exited`.
  */
-import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Clock } from '../clock.js';
 import type { Account } from '../config/schema.js';
@@ -38,6 +37,8 @@ export interface InstanceDeps {
 }
 
 export interface Launch {
+  /** Chosen by the controller before the spawn, so its own duplicate hunter knows the process at once. */
+  instanceId: string;
   account: Account;
   keyId: string | null;
   logPath: string;
@@ -47,7 +48,7 @@ export interface Launch {
 /** Spawns under the lease we hold: the instance row is written before the spawn, the pid after. */
 export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: Launch): Promise<LiveInstance> {
   lease.assertValid();
-  const instanceId = randomUUID();
+  const instanceId = l.instanceId;
   const startedAt = new Date(d.clock.now()).toISOString();
   d.registry.createInstance({ id: instanceId, account: l.account.id, daemonId: d.daemonId, keyId: l.keyId, logPath: l.logPath, startedAt });
   let spawned;

@@ -101,8 +101,8 @@ export class Supervisor {
   }
 
   /** True when the instance runs under any daemon's live lease (not a duplicate). */
-  isLeasedInstance(instanceId: string): Promise<boolean> {
-    return this.deps.locks.isLeasedInstance(instanceId);
+  isLeasedInstance(instanceId: string, youngOf: string | null = null): Promise<boolean> {
+    return this.deps.locks.isLeasedInstance(instanceId, youngOf);
   }
 
   /** The lease of an account was lost (PostgreSQL): stop its bot at once (reason `fence`). */
