@@ -15,7 +15,7 @@ import { readStat } from '../proc/procfs.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import { terminateProcess } from '../supervisor/terminate.js';
 import { sanitizeLine } from '../output/patterns.js';
-import { ProcessScanner, uptimeTicks, type ProcInfo } from './processes.js';
+import { ProcessScanner, type ProcInfo } from './processes.js';
 
 /** 10 s in clock ticks (USER_HZ 100): how young a process is while its spawn may be unrecorded. */
 const YOUNG_TICKS = 1000;
@@ -144,7 +144,7 @@ export class DuplicateHunter {
     const t0 = performance.now();
     this.buildIndex();
     const procs = await this.scanner.scan();
-    const nowTicks = uptimeTicks();
+    const nowTicks = this.scanner.nowTicks;
     // Built only if some candidate needs its ancestors looked up (rare: registered bots are skipped).
     let byPidMap: Map<number, ProcInfo> | null = null;
     const byPid = () => (byPidMap ??= new Map(procs.map((p) => [p.pid, p])));

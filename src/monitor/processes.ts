@@ -59,6 +59,9 @@ export class ProcessScanner {
     this.gate = source.lastPidWorks();
   }
 
+  /** Clock ticks since boot at the last scan (processes' start times are in the same unit). */
+  nowTicks = 0;
+
   /** How many scans listed /proc (the rest were answered from the table). */
   listings = 0;
 
@@ -95,6 +98,7 @@ export class ProcessScanner {
     // late exec is seen within fullEvery scans without one expensive sweep.
     const slot = this.scans++ % this.fullEvery;
     const nowTicks = uptimeTicks(this.hz);
+    this.nowTicks = nowTicks;
     const gen = this.scans;
     const out: ProcInfo[] = [];
     for (const pid of this.pids()) {
@@ -159,7 +163,7 @@ function readMarkers(pid: number): { account: string | null; instance: string | 
   return { account: account ?? null, instance: instance ?? null };
 }
 
-export function uptimeTicks(hz = 100): number {
+function uptimeTicks(hz: number): number {
   try {
     return Number(readFileSync('/proc/uptime', 'latin1').split(' ')[0]) * hz;
   } catch {
