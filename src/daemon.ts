@@ -33,6 +33,7 @@ import { KeyPool } from './keys/pool.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import type { PgMode } from './pg-mode.js';
 import { ExitPoller, reconcile } from './supervisor/reconcile.js';
+import { Spawner } from './supervisor/spawner.js';
 import { Supervisor } from './supervisor/supervisor.js';
 import { ensureToken } from './token.js';
 import { VERSION } from './version.js';
@@ -112,9 +113,26 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger }) : null;
     const locks = pg?.locks ?? new SqliteLockBackend(db, () => clock.now());
     const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
-    const supervisor = new Supervisor(config, { registry, events, locks, clock, logger, daemonId, holder, logsDir, env: secretEnv, keys, ...(pg ? { wrapCommand: pg.wrapCommand } : {}) });
+    // Bots are watched by an identity poll when they are not our children's (adopted, or their spawner died).
+    const exits = new ExitPoller(clock);
+    const spawner = new Spawner((pid, startTicks) => exits.watch(pid, startTicks), logger.child({ module: 'spawner' }));
+    const supervisor = new Supervisor(config, {
+      registry,
+      events,
+      locks,
+      clock,
+      logger,
+      daemonId,
+      holder,
+      logsDir,
+      env: secretEnv,
+      keys,
+      spawn: spawner.spawn,
+      ...(pg ? { wrapCommand: pg.wrapCommand } : {}),
+    });
     pg?.attach(supervisor, events);
     const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock);
+    hunter.spare(() => [spawner.pid, pg?.watchdogPid]);
     const startedAt = clock.now();
     const disk = new DiskWatcher(settings.dataDir, () => supervisor.currentConfig().daemon.minFreeBytes, events, logger.child({ module: 'disk' }));
     disk.check();
@@ -145,7 +163,6 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
 
     events.prune(config.daemon.events);
     const r0 = performance.now();
-    const exits = new ExitPoller(clock);
     await reconcile({ supervisor, registry, locks, events, logger, exits });
     const reconcileMs = performance.now() - r0;
 
@@ -201,6 +218,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       void health.snapshot().then((snap) => events.emit('health', { ...snap }));
     });
     every(60_000, () => events.prune(supervisor.currentConfig().daemon.events));
+    spawner.warm();
     hunter.start(config.daemon.scanIntervalMs);
     alerts.start();
     every(config.daemon.scanIntervalMs, () => {
@@ -216,6 +234,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         for (const t of timers) clearInterval(t);
         hunter.stop();
         await supervisor.shutdown(m);
+        spawner.close();
         alerts.stop();
         await app.close();
         rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });

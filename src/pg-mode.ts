@@ -19,6 +19,8 @@ export interface PgMode {
   /** After the supervisor exists: fencing and the watchdog. */
   attach(supervisor: Supervisor, events: EventStore): void;
   close(): Promise<void>;
+  /** The watchdog's pid while it runs (the duplicate hunter spares it). */
+  readonly watchdogPid: number | undefined;
 }
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
@@ -45,7 +47,8 @@ export async function openPgMode(config: Config, o: { holderId: string; name: st
   let watchdog: Watchdog | null = null;
   return {
     locks,
-    // The bot's own pid stays (setpriv execs); SIGKILL reaches it when the daemon's thread dies.
+    // The bot's own pid stays (setpriv execs); SIGKILL reaches it when its parent dies: the
+    // spawner, which exits as soon as the daemon's channel closes (the daemon itself without one).
     wrapCommand: ([file, ...args]) => [setpriv, '--pdeathsig', 'KILL', '--', file === 'node' ? process.execPath : (file ?? ''), ...args],
     attach(supervisor, events) {
       currentConfig = () => supervisor.currentConfig();
@@ -67,6 +70,9 @@ export async function openPgMode(config: Config, o: { holderId: string; name: st
       events.subscribe((e) => {
         if (e.type === 'bot.starting' || e.type === 'bot.exited') watchdog?.beat();
       });
+    },
+    get watchdogPid() {
+      return watchdog?.pid;
     },
     async close() {
       watchdog?.stop();

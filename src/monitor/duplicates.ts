@@ -45,6 +45,7 @@ export class DuplicateHunter {
   private readonly reported = new Map<string, Duplicate>();
   private readonly killing = new Map<string, Promise<void>>();
   private readonly ancestors = new Set<number>();
+  private helpers: () => (number | undefined)[] = () => [];
   private patterns = new Map<string, RegExp>();
   private patternsFor: Map<string, Account> | null = null;
   private readonly matched = new WeakMap<ProcInfo, { config: Map<string, Account>; result: { account: Account; by: 'match' }[] }>();
@@ -101,6 +102,11 @@ export class DuplicateHunter {
     this.timer = null;
   }
 
+  /** The daemon's helper processes (spawner, watchdog): never duplicates, even if a `match` is too broad. */
+  spare(helpers: () => (number | undefined)[]): void {
+    this.helpers = helpers;
+  }
+
   /** Duplicates alive at the last scan (for /health). */
   live(): Duplicate[] {
     return [...this.reported.values()];
@@ -150,9 +156,10 @@ export class DuplicateHunter {
     const byPid = () => (byPidMap ??= new Map(procs.map((p) => [p.pid, p])));
     const alive = new Set<string>();
     const found: Duplicate[] = [];
+    const helpers = this.helpers();
     for (const p of procs) {
       // A registered bot is its account's own by definition: no classification needed.
-      if (this.ancestors.has(p.pid) || this.isRegistered(p)) continue;
+      if (this.ancestors.has(p.pid) || this.isRegistered(p) || helpers.includes(p.pid)) continue;
       for (const { account, by } of this.accountsOf(p)) {
         if (this.isOwn(p, byPid)) continue;
         // Another daemon's bot under its live lease (PostgreSQL mode, two daemons on one machine).

@@ -8,7 +8,7 @@ import type { Account } from '../config/schema.js';
 import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
 import type { AccountLease } from './lease.js';
-import { spawnBot, type ExitStatus } from './spawn.js';
+import type { ExitStatus, SpawnFn } from './spawn.js';
 import { terminate } from './terminate.js';
 
 /** A live process of this bot. Adopted ones (not our children) get `exited` from a poll. */
@@ -34,6 +34,8 @@ export interface InstanceDeps {
   clock: Clock;
   /** Wraps a bot's argv so it dies with the daemon (PostgreSQL mode), or leaves it as is. */
   wrapCommand: (command: string[]) => string[];
+  /** The daemon's spawner process, or spawnBot (a Supervisor without a daemon). */
+  spawn: SpawnFn;
 }
 
 export interface Launch {
@@ -53,7 +55,7 @@ export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: La
   d.registry.createInstance({ id: instanceId, account: l.account.id, daemonId: d.daemonId, keyId: l.keyId, logPath: l.logPath, startedAt });
   let spawned;
   try {
-    spawned = await spawnBot({
+    spawned = await d.spawn({
       command: d.wrapCommand(l.account.command),
       cwd: l.account.cwd,
       env: { ...l.env, BOTWARDEN_ACCOUNT: l.account.id, BOTWARDEN_INSTANCE: instanceId },

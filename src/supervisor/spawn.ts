@@ -22,7 +22,6 @@ export interface ExitStatus {
 }
 
 export interface Spawned {
-  child: ChildProcess;
   pid: number;
   /** The bot leads its own group: pgid === pid. */
   pgid: number;
@@ -33,6 +32,9 @@ export interface Spawned {
   logStart: number;
 }
 
+/** How a bot gets spawned: by the spawner process (the daemon), or right here (spawnBot). */
+export type SpawnFn = (spec: SpawnSpec) => Promise<Spawned>;
+
 export class SpawnError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -40,48 +42,88 @@ export class SpawnError extends Error {
   }
 }
 
-export async function spawnBot(spec: SpawnSpec): Promise<Spawned> {
+/** What a failed spawn says: the error, the command and where it ran. */
+export function spawnFailure(spec: SpawnSpec, message: string): string {
+  return `${message} (command: ${JSON.stringify(spec.command)}, cwd: ${spec.cwd})`;
+}
+
+export function logOpenFailure(spec: SpawnSpec, message: string): string {
+  return `cannot open log file ${spec.logPath}: ${message}`;
+}
+
+/**
+ * The spawn itself, given the log's open descriptor: its size first (where this process's output
+ * will begin: every line it prints is scanned, even those printed before the daemon follows the
+ * file), then the child in its own session with stdout and stderr on that descriptor. The caller
+ * closes its copy of the descriptor; `child.pid` is undefined when the spawn failed (the error
+ * follows as an 'error' event).
+ */
+export function spawnOnLog(spec: SpawnSpec, logFd: number): { child: ChildProcess; logStart: number } {
   const [file0, ...args] = spec.command;
   if (file0 === undefined) throw new SpawnError('empty command');
   // `node` means the Node that runs the daemon: service managers often start us with a bare PATH.
   const file = file0 === 'node' ? process.execPath : file0;
+  let logStart = 0;
+  try {
+    logStart = fstatSync(logFd).size; // a few microseconds: not worth a thread-pool round trip
+  } catch {
+    // A stat that fails on an open file: start from 0 and rescan rather than miss a line.
+  }
+  try {
+    const child = spawn(file, args, { cwd: spec.cwd, env: spec.env, detached: true, stdio: ['ignore', logFd, logFd], windowsHide: true });
+    return { child, logStart };
+  } catch (err) {
+    throw new SpawnError((err as Error).message, { cause: err });
+  }
+}
+
+/**
+ * Spawns from this process (the spawner's fallback, and tests that run a Supervisor without a
+ * daemon). The daemon itself spawns through its spawner process (spawner.ts): a fork of a
+ * small process is cheaper than a fork of the daemon, and it does not block the event loop.
+ */
+export async function spawnBot(spec: SpawnSpec): Promise<Spawned> {
+  if (spec.command[0] === undefined) throw new SpawnError('empty command');
   let log: FileHandle;
   try {
     // Off the event loop: creating a file costs ~0.6 ms on ext4, and 100 starts run at once.
     log = await open(spec.logPath, 'a', 0o640);
   } catch (err) {
-    throw new SpawnError(`cannot open log file ${spec.logPath}: ${(err as Error).message}`, { cause: err });
+    throw new SpawnError(logOpenFailure(spec, (err as Error).message), { cause: err });
   }
-  let logStart = 0;
+  let spawned: { child: ChildProcess; logStart: number };
   try {
-    // Where this process's output will begin: every line it prints is scanned, even those it
-    // prints before the daemon starts following the file.
-    logStart = fstatSync(log.fd).size; // a few microseconds: not worth a thread-pool round trip
-  } catch {
-    // A stat that fails on an open file: start from 0 and rescan rather than miss a line.
-  }
-  let child: ChildProcess;
-  try {
-    child = spawn(file, args, { cwd: spec.cwd, env: spec.env, detached: true, stdio: ['ignore', log.fd, log.fd], windowsHide: true });
-  } catch (err) {
-    throw new SpawnError((err as Error).message, { cause: err });
+    spawned = spawnOnLog(spec, log.fd);
   } finally {
     // The child has its own copy of the descriptor. Not awaited: the exit listener below must be
     // attached in this same tick, or a child that dies at once could exit unseen.
     log.close().catch(() => undefined);
   }
+  const { child, logStart } = spawned;
   const exited = new Promise<ExitStatus>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
   const pid = child.pid;
   if (pid === undefined) {
     const err = await new Promise<Error>((resolve) => child.once('error', resolve));
-    throw new SpawnError(`${err.message} (command: ${JSON.stringify(spec.command)}, cwd: ${spec.cwd})`, { cause: err });
+    throw new SpawnError(spawnFailure(spec, err.message), { cause: err });
   }
   child.on('error', () => {
     // After a successful spawn only kill() can fail here; the exit path handles the rest.
   });
   // The daemon must be able to exit (leave-running) while the bot lives on.
   child.unref();
-  return { child, pid, pgid: pid, startTicks: startTicksOf(pid), exited, logStart };
+  return { pid, pgid: pid, startTicks: startTicksOf(pid), exited, logStart };
+}
+
+/** The spawner's protocol (spawner.ts), over its IPC channel. */
+export interface SpawnRequest {
+  id: number;
+  spec: SpawnSpec;
+}
+export type SpawnReply = { id: number; pid: number; startTicks: number | null; logStart: number } | { id: number; error: string };
+export interface SpawnExit {
+  exit: number;
+  code: number | null;
+  signal: string | null;
 }

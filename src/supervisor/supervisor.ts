@@ -12,6 +12,7 @@ import type { EventStore } from '../events/store.js';
 import type { KeyPool } from '../keys/pool.js';
 import { BotController, type BotView } from './bot.js';
 import { isStaleLock } from './lease.js';
+import { spawnBot, type SpawnFn } from './spawn.js';
 import type { StopReason } from './states.js';
 
 export interface SupervisorDeps {
@@ -28,6 +29,8 @@ export interface SupervisorDeps {
   keys: KeyPool;
   /** Wraps a bot's argv so it dies with the daemon (PostgreSQL mode). */
   wrapCommand?: (command: string[]) => string[];
+  /** How bots are spawned: the daemon's spawner process; spawnBot (from this process) by default. */
+  spawn?: SpawnFn;
 }
 
 type LineHandler = (account: string, line: string) => void;
@@ -189,6 +192,7 @@ export class Supervisor {
       daemonId: d.daemonId,
       logsDir: d.logsDir,
       wrapCommand: d.wrapCommand ?? ((c) => c),
+      spawn: d.spawn ?? spawnBot,
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
       baseEnv: () => this.baseEnv(),
       beforeStart: (account) => this.startGuard(account),

@@ -1,0 +1,124 @@
+/**
+ * The daemon's side of the spawner (src/spawner.ts): bots are forked by that
+ * small process, not by the daemon, and their exits come back over its IPC
+ * channel with their codes. If the spawner dies, the bots it started live on
+ * (their own sessions; in PostgreSQL mode `--pdeathsig` ends them) and are
+ * watched like adopted ones, by an identity poll; the next start brings up a
+ * new spawner. Should none start at all, the daemon spawns by itself.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { SpawnError, spawnBot, type ExitStatus, type SpawnExit, type SpawnReply, type SpawnSpec, type Spawned } from './spawn.js';
+
+/** dist/spawner.js next to this module; from the TypeScript sources (tests) the built one. */
+function script(): string | undefined {
+  return [new URL('../spawner.js', import.meta.url), new URL('../../dist/spawner.js', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f));
+}
+
+type Answer = { ok: Spawned } | { error: string };
+
+export class Spawner {
+  private child: ChildProcess | null = null;
+  private seq = 0;
+  private readonly pending = new Map<number, (a: Answer) => void>();
+  /** Bots this spawner started that have not exited: pid -> identity and exit. */
+  private readonly live = new Map<number, { startTicks: number | null; resolve: (s: ExitStatus) => void }>();
+  private closed = false;
+
+  constructor(
+    /** Watches a bot whose spawner died (an identity poll, as for adopted bots). */
+    private readonly orphaned: (pid: number, startTicks: number | null) => Promise<ExitStatus>,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The spawner's pid while it runs (the duplicate hunter spares it). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  spawn = async (spec: SpawnSpec): Promise<Spawned> => {
+    const child = this.closed ? null : this.ensure();
+    // No spawner (it cannot start, or the daemon is stopping): the daemon spawns by itself.
+    if (!child) return spawnBot(spec);
+    const id = ++this.seq;
+    const answer = await new Promise<Answer>((resolve) => {
+      this.pending.set(id, resolve);
+      child.send({ id, spec }, (err) => {
+        if (err && this.pending.delete(id)) resolve({ error: `the spawner did not take the request: ${err.message}` });
+      });
+    });
+    if ('error' in answer) throw new SpawnError(answer.error);
+    return answer.ok;
+  };
+
+  /** Brings the spawner up ahead of the first start (a Node process takes ~50-100 ms to boot). */
+  warm(): void {
+    if (!this.closed) this.ensure();
+  }
+
+  /** The daemon stops: the spawner exits once its channel closes (the bots live on). */
+  close(): void {
+    this.closed = true;
+    const child = this.child;
+    this.child = null;
+    if (child?.connected) child.disconnect();
+  }
+
+  private ensure(): ChildProcess | null {
+    if (this.child) return this.child;
+    const file = script();
+    if (!file) {
+      this.logger.warn('spawner.js not found (run npm run build): the daemon spawns bots by itself');
+      return null;
+    }
+    let child: ChildProcess;
+    try {
+      // A lean Node: no flags of the daemon's, no environment (a bot's comes with each request,
+      // so the daemon's secrets are never in this process), a 1 MB young generation.
+      child = fork(file, [], { execArgv: ['--max-semi-space-size=1'], env: {}, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
+    } catch (err) {
+      this.logger.error({ err }, 'the spawner could not start: the daemon spawns bots by itself');
+      return null;
+    }
+    child.on('message', (m: SpawnReply | SpawnExit) => this.onMessage(m));
+    child.on('error', (err) => this.logger.error({ err }, 'spawner channel error'));
+    child.once('exit', (code, signal) => this.onExit(child, code, signal));
+    // Neither the process nor its channel keeps the daemon alive (leave-running exits with bots up).
+    child.unref();
+    child.channel?.unref();
+    this.child = child;
+    return child;
+  }
+
+  private onMessage(m: SpawnReply | SpawnExit): void {
+    if ('exit' in m) {
+      const w = this.live.get(m.exit);
+      this.live.delete(m.exit);
+      w?.resolve({ code: m.code, signal: m.signal });
+      return;
+    }
+    const resolve = this.pending.get(m.id);
+    this.pending.delete(m.id);
+    if (!resolve) return;
+    if ('error' in m) return resolve({ error: m.error });
+    const { pid, startTicks, logStart } = m;
+    // Registered in this same call: the exit may be the very next message of this read.
+    const exited = new Promise<ExitStatus>((res) => this.live.set(pid, { startTicks, resolve: res }));
+    resolve({ ok: { pid, pgid: pid, startTicks, exited, logStart } });
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.child === child) this.child = null;
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    // A request in flight may or may not have spawned: its instance row says so, and the hunter
+    // ends a process whose instance is not live.
+    for (const resolve of pending) resolve({ error: `the spawner exited (code ${code}, signal ${signal}) before answering` });
+    const orphans = [...this.live];
+    this.live.clear();
+    for (const [pid, w] of orphans) void this.orphaned(pid, w.startTicks).then(w.resolve);
+    if (!this.closed) this.logger.error({ code, signal, orphans: orphans.length }, 'the spawner exited: its bots are watched by polling; the next start brings up a new one');
+  }
+}
