@@ -42,7 +42,7 @@ it('a bot is forked by the spawner (a child of the daemon, with none of its envi
   expect(isSpawner(spawner)).toBe(true);
   expect(parentOf(spawner)).toBe(process.pid);
   // The daemon's secrets never reach it: a bot's environment comes with each request.
-  const environ = readFileSync(`/proc/${spawner}/environ`, 'utf8').split('\0').filter(Boolean).map((kv) => kv.split('=')[0]);
+  const environ = readFileSync(`/proc/${spawner}/environ`, 'utf8').split('\0').filter(Boolean).map((kv) => kv.slice(0, kv.indexOf('=')));
   expect(environ.filter((k) => !k.startsWith('NODE_CHANNEL_'))).toEqual([]);
 
   await waitFor(async () => (await d!.req('GET', '/bots/crash')).body.state === 'fatal' || (await d!.req('GET', '/bots/crash')).body.state === 'stopped', { what: 'crash exited' });
