@@ -32,6 +32,7 @@ import { DiskWatcher } from './monitor/disk.js';
 import { KeyPool } from './keys/pool.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import type { PgMode } from './pg-mode.js';
+import { CommitGroup } from './db/group.js';
 import { ExitPoller, reconcile } from './supervisor/reconcile.js';
 import { Spawner } from './supervisor/spawner.js';
 import { Supervisor } from './supervisor/supervisor.js';
@@ -107,15 +108,17 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const daemonId = randomUUID().slice(0, 8);
     const name = config.daemon.name ?? hostname();
     const holder = `${daemonId}@${hostname()}`;
-    const events = new EventStore(db, () => clock.now(), logger.child({ module: 'events' }));
+    const group = new CommitGroup(db, (err) => logger.error({ err }, 'a group commit failed: the writes of that turn are lost (their events are counted)'));
+    const events = new EventStore(db, () => clock.now(), logger.child({ module: 'events' }), group);
     const registry = new Registry(db);
     // Loaded only in PostgreSQL mode: pg is ~10 MB the SQLite daemon never needs.
     pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger }) : null;
     const locks = pg?.locks ?? new SqliteLockBackend(db, () => clock.now());
     const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
     // Bots are watched by an identity poll when they are not our children's (adopted, or their spawner died).
-    const exits = new ExitPoller(clock);
-    const spawner = new Spawner((pid, startTicks) => exits.watch(pid, startTicks), logger.child({ module: 'spawner' }));
+    // Exits found together (a shutdown) are recorded in one commit.
+    const exits = new ExitPoller(clock, undefined, () => events.begin());
+    const spawner = new Spawner((pid, startTicks) => exits.watch(pid, startTicks), logger.child({ module: 'spawner' }), () => events.begin());
     const supervisor = new Supervisor(config, {
       registry,
       events,
@@ -241,6 +244,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         health.close();
         exits.close();
         await pg?.close();
+        events.flush();
         db?.close();
         daemonLock.release();
         logger.info('daemon stopped');

@@ -4,6 +4,7 @@
  * `since` and subscribes in one tick therefore sees no gap and no duplicate.
  */
 import { EventRows, type EventRow } from '../db/events.js';
+import type { CommitGroup } from '../db/group.js';
 import { isDiskFull } from '../errors.js';
 import type { DB } from '../db/open.js';
 import { matchesFilter, type BotwardenEvent, type EventFilter, type EventType } from './types.js';
@@ -31,6 +32,8 @@ export class EventStore {
     db: DB,
     private readonly now: () => number = Date.now,
     private readonly logger?: { error(obj: object, msg: string): void; warn(obj: object, msg: string): void },
+    /** Group commit of bursts (the daemon's); without one, every event is committed on its own. */
+    private readonly group?: CommitGroup,
   ) {
     this.rows = new EventRows(db);
   }
@@ -67,17 +70,43 @@ export class EventStore {
       if (this.lost++ === 0) this.logger?.error({ err, type, account }, 'the disk is full: events cannot be stored (counting them)');
       return { id: -1, ...base };
     }
+    // Subscribers hear of it once it is committed: at once, or when the open group commits.
+    if (this.group?.active) this.group.after((committed) => (committed ? this.deliver(event) : this.countLost(event)));
+    else this.deliver(event);
+    return event;
+  }
+
+  private deliver(event: BotwardenEvent): void {
     for (const l of this.listeners) {
       try {
         l(event);
       } catch (err) {
         // A broken subscriber must not break the emitter or the others; it is logged.
-        this.logger?.error({ err, type }, 'an event subscriber threw');
+        this.logger?.error({ err, type: event.type }, 'an event subscriber threw');
       }
     }
     // Storing works again: say how many were lost (after this event, so ids stream in order).
-    if (this.lost > 0 && type !== 'storage.recovered') this.reportLost();
-    return event;
+    if (this.lost > 0 && event.type !== 'storage.recovered') this.reportLost();
+  }
+
+  /** A group's commit failed (a full disk): its events were never stored, so never streamed. */
+  private countLost(event: BotwardenEvent): void {
+    if (this.lost++ === 0) this.logger?.error({ type: event.type, account: event.account }, 'the disk is full: events cannot be stored (counting them)');
+  }
+
+  /** A burst begins (a shutdown, exits found together): its writes share one commit at the end of this turn. */
+  begin(): void {
+    this.group?.begin();
+  }
+
+  /** Resolves once everything written so far is committed: before a signal or a spawn leaves the process. */
+  durable(): Promise<void> {
+    return this.group?.durable() ?? Promise.resolve();
+  }
+
+  /** Commits the open group now: before a reply leaves, or a read that a client will resume from. */
+  flush(): void {
+    this.group?.commit();
   }
 
   /** Events that could not be stored (a full disk) since the last report. */
@@ -107,6 +136,9 @@ export class EventStore {
 
   /** Stored events after `since`, oldest first, filtered, at most `limit`. */
   history(since: number | undefined, limit: number, filter: EventFilter = {}): BotwardenEvent[] {
+    // What a page shows must be committed, and already streamed: a client that replays, then
+    // subscribes, must not get the same event twice.
+    this.flush();
     const out: BotwardenEvent[] = [];
     if (since === undefined) {
       // The newest `limit` matching events, oldest first.
@@ -138,6 +170,7 @@ export class EventStore {
   }
 
   lastId(): number {
+    this.flush();
     return this.rows.lastId();
   }
 

@@ -110,6 +110,12 @@ export async function buildServer(deps: ServerDeps) {
     done();
   });
 
+  // Nothing a reply says may be undone by a crash: a write group still open is committed first.
+  app.addHook('onSend', (_req, _reply, payload, done) => {
+    deps.events.flush();
+    done(null, payload);
+  });
+
   // A refused websocket upgrade (401, 421, 400) is answered on a socket that sits outside the
   // HTTP server's bookkeeping: close it, or it leaks and holds up app.close().
   app.addHook('onResponse', (req, reply, done) => {

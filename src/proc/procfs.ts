@@ -191,19 +191,19 @@ export function handedOutBetween(pid: number, before: PidMark | null, now: PidMa
  * shutdown of 1,000 bots no longer reads 1,000 stat files ten times a second.
  */
 const SNAPSHOT_MS = 100;
-let snap: { at: number; mark: PidMark | null; list: ProcStat[]; byPid: Map<number, ProcStat> } | null = null;
+let snap: { at: number; mark: PidMark | null; list: ProcStat[]; byPid: Map<number, ProcStat>; ix: PassIndex } | null = null;
 const markers = new Map<string, string | null>();
 
-function snapshot(): ProcStat[] {
+function snapshot(): PassIndex {
   const now = performance.now();
-  if (snap && now - snap.at < SNAPSHOT_MS) return snap.list;
+  if (snap && now - snap.at < SNAPSHOT_MS) return snap.ix;
   const mark = pidMark(now);
   const prev = snap;
   if (prev && mark && prev.mark?.last === mark.last && now - prev.mark.at <= PID_MARK_TRUST_MS) {
     // No process was created: the last pass still lists every process there is (some maybe gone,
     // which the re-read of each member catches).
     snap = { ...prev, at: now, mark };
-    return prev.list;
+    return prev.ix;
   }
   const list: ProcStat[] = [];
   const byPid = new Map<number, ProcStat>();
@@ -221,8 +221,8 @@ function snapshot(): ProcStat[] {
     const live = new Set(list.map((st) => `${st.pid}:${st.startTicks}`));
     for (const k of markers.keys()) if (!live.has(k)) markers.delete(k);
   }
-  snap = { at: now, mark, list, byPid };
-  return list;
+  snap = { at: now, mark, list, byPid, ix: new PassIndex(list) };
+  return snap.ix;
 }
 
 function instanceMarker(st: ProcStat): string | null {
@@ -236,6 +236,54 @@ function instanceMarker(st: ProcStat): string | null {
 }
 
 /**
+ * Lookups into one pass, so that 1,000 stops sharing it cost O(processes) together, not each:
+ * members by process group, and by instance marker. Markers are read only for processes at least
+ * as young as the oldest instance asked about (descendants start after their bot), youngest first.
+ */
+class PassIndex {
+  private byPgid: Map<number, ProcStat[]> | null = null;
+  private readonly byMarker = new Map<string, ProcStat[]>();
+  /** The pass by start time, oldest first; sorted[markedFrom..] have their markers indexed. */
+  private readonly sorted: ProcStat[];
+  private markedFrom: number;
+
+  constructor(list: ProcStat[]) {
+    this.sorted = [...list].sort((a, b) => a.startTicks - b.startTicks);
+    this.markedFrom = this.sorted.length;
+  }
+
+  group(pgid: number): ProcStat[] {
+    if (!this.byPgid) {
+      this.byPgid = new Map();
+      for (const st of this.sorted) push(this.byPgid, st.pgid, st);
+    }
+    return this.byPgid.get(pgid) ?? [];
+  }
+
+  marked(id: string, fromTicks: number): ProcStat[] {
+    let lo = 0;
+    let hi = this.sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.sorted[mid]!.startTicks < fromTicks) lo = mid + 1;
+      else hi = mid;
+    }
+    for (; this.markedFrom > lo; ) {
+      const st = this.sorted[--this.markedFrom]!;
+      const m = instanceMarker(st);
+      if (m !== null) push(this.byMarker, m, st);
+    }
+    return this.byMarker.get(id) ?? [];
+  }
+}
+
+function push<K>(m: Map<K, ProcStat[]>, k: K, st: ProcStat): void {
+  const l = m.get(k);
+  if (l) l.push(st);
+  else m.set(k, [st]);
+}
+
+/**
  * Live (non-zombie) processes that belong to a bot instance: members of its
  * process group, plus any process carrying its BOTWARDEN_INSTANCE marker (a
  * grandchild that called setsid left the group but kept the environment).
@@ -246,10 +294,13 @@ function instanceMarker(st: ProcStat): string | null {
  * finds it (its instance marker belongs to no live bot).
  */
 export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
+  const ix = snapshot();
+  const from = inst.startTicks ?? 0;
   const out: ProcStat[] = [];
-  for (const st of snapshot()) {
-    if (inst.startTicks !== null && st.startTicks < inst.startTicks) continue;
-    if (st.pgid !== inst.pgid && instanceMarker(st) !== inst.id) continue;
+  const seen = new Set<number>();
+  for (const st of [...ix.group(inst.pgid), ...ix.marked(inst.id, from)]) {
+    if (st.startTicks < from || seen.has(st.pid)) continue;
+    seen.add(st.pid);
     const now = readStat(st.pid);
     if (now && now.startTicks === st.startTicks && now.state !== 'Z' && now.state !== 'X') out.push(now);
   }

@@ -53,6 +53,8 @@ export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: La
   const instanceId = l.instanceId;
   const startedAt = new Date(d.clock.now()).toISOString();
   d.registry.createInstance({ id: instanceId, account: l.account.id, daemonId: d.daemonId, keyId: l.keyId, logPath: l.logPath, startedAt });
+  // The instance row (intent) is committed before the process exists.
+  await d.events.durable();
   let spawned;
   try {
     spawned = await d.spawn({
@@ -89,6 +91,8 @@ export interface Ended {
  * adopted bots).
  */
 export async function endInstance(d: InstanceDeps, account: Account, inst: LiveInstance, o: { graceMs: number; known?: ExitStatus }): Promise<Ended> {
+  // What led here (a `stopping` state) is committed before the signal leaves.
+  await d.events.durable();
   const { forced } = await terminate(
     { instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks, exited: inst.exited, ...(inst.hurry ? { hurry: inst.hurry } : {}) },
     account.stop.signal,

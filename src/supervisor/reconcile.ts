@@ -140,6 +140,8 @@ export class ExitPoller {
   constructor(
     private readonly clock: Clock = realClock,
     private readonly intervalMs = EXIT_POLL_MS,
+    /** Exits were found (a poll may find many): their records can share a commit. */
+    private readonly onExits: () => void = () => undefined,
   ) {}
 
   watch(pid: number, startTicks: number | null): Promise<ExitStatus> {
@@ -175,6 +177,7 @@ export class ExitPoller {
     if (w.handle ? w.handle.alive() : isAlive(pid, w.startTicks)) return false;
     w.handle?.close();
     this.watched.delete(pid);
+    this.onExits();
     // Not our child: its exit code went to its new parent, so it is unknown here.
     w.resolve({ code: null, signal: null });
     return true;

@@ -31,6 +31,8 @@ export class Spawner {
     /** Watches a bot whose spawner died (an identity poll, as for adopted bots). */
     private readonly orphaned: (pid: number, startTicks: number | null) => Promise<ExitStatus>,
     private readonly logger: Logger,
+    /** Exits are on their way (one read may carry many): their records can share a commit. */
+    private readonly onExits: () => void = () => undefined,
   ) {}
 
   /** The spawner's pid while it runs (the duplicate hunter spares it). */
@@ -94,6 +96,7 @@ export class Spawner {
 
   private onMessage(m: SpawnReply | SpawnExit): void {
     if ('exit' in m) {
+      this.onExits();
       const w = this.live.get(m.exit);
       this.live.delete(m.exit);
       w?.resolve({ code: m.code, signal: m.signal });

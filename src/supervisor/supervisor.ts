@@ -157,6 +157,8 @@ export class Supervisor {
       for (const b of this.bots.values()) b.detach();
       return;
     }
+    // Every bot's `stopping` in one commit; each signal leaves once that commit is done.
+    this.deps.events.begin();
     await Promise.allSettled([...this.bots.values()].map((b) => b.stop({ reason: 'shutdown' })));
   }
 
