@@ -69,6 +69,18 @@ describe('process scanner: /proc is listed only when a process was created', () 
       expect((await pidsOf(scanner)).has(pid)).toBe(true);
     }
   });
+
+  it('reads neither argv nor environment of a registered bot, and reads both once it is no longer registered', async () => {
+    const registered = new Set<number>();
+    const scanner = new ProcessScanner(() => false, 30, (p) => registered.has(p.pid));
+    const ours = spawn('sleep', ['31'], { stdio: 'ignore', env: { BOTWARDEN_ACCOUNT: 'acc', BOTWARDEN_INSTANCE: 'i-1' } });
+    children.push(ours);
+    registered.add(ours.pid!);
+    const seen = async () => (await scanner.scan()).find((p) => p.pid === ours.pid);
+    expect(await seen()).toMatchObject({ cmdline: '', account: null, instance: null });
+    registered.delete(ours.pid!); // its registration ended while it runs: now it must be looked at
+    expect(await seen()).toMatchObject({ cmdline: 'sleep 31', account: 'acc', instance: 'i-1' });
+  });
 });
 
 describe('pids handed out between two looks at the kernel\'s pid cursor', () => {

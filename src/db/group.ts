@@ -42,9 +42,9 @@ export class CommitGroup {
     else fn(true);
   }
 
-  /** Resolves once every write made so far is committed (or was lost with a failed commit). */
-  durable(): Promise<void> {
-    return this.open ? new Promise((resolve) => this.waiting.push(() => resolve())) : Promise.resolve();
+  /** Resolves once every write made so far is committed: true, or false when that commit failed. */
+  durable(): Promise<boolean> {
+    return this.open ? new Promise((resolve) => this.waiting.push(resolve)) : Promise.resolve(true);
   }
 
   /** Commits the open group now (a reply is about to leave); true when nothing was lost. */

@@ -99,9 +99,12 @@ export class EventStore {
     this.group?.begin();
   }
 
-  /** Resolves once everything written so far is committed: before a signal or a spawn leaves the process. */
-  durable(): Promise<void> {
-    return this.group?.durable() ?? Promise.resolve();
+  /**
+   * Resolves once everything written so far is committed (false: that commit failed, a full disk):
+   * before a signal or a spawn leaves the process.
+   */
+  durable(): Promise<boolean> {
+    return this.group?.durable() ?? Promise.resolve(true);
   }
 
   /** Commits the open group now: before a reply leaves, or a read that a client will resume from. */

@@ -110,10 +110,13 @@ export async function buildServer(deps: ServerDeps) {
     done();
   });
 
-  // Nothing a reply says may be undone by a crash: a write group still open is committed first.
+  // Nothing a reply says may be undone by a crash: it leaves once the writes so far are committed
+  // (at once, unless a group is open: then with the group's commit, at the end of this turn).
   app.addHook('onSend', (_req, _reply, payload, done) => {
-    deps.events.flush();
-    done(null, payload);
+    deps.events.durable().then(
+      () => done(null, payload),
+      (err: unknown) => done(err as Error),
+    );
   });
 
   // A refused websocket upgrade (401, 421, 400) is answered on a socket that sits outside the
@@ -154,12 +157,25 @@ export async function buildServer(deps: ServerDeps) {
     // Say goodbye (1001) to event subscribers, but never let a silent client hold up a shutdown.
     preClose(done) {
       closing = true;
-      for (const c of this.websocketServer.clients) c.close(1001, 'daemon stopping');
-      const t = setTimeout(() => {
-        for (const c of this.websocketServer.clients) c.terminate();
-        this.websocketServer.close(() => done());
-      }, 200);
+      const wss = this.websocketServer;
+      let finished = false;
+      const finish = () => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(t);
+        for (const c of wss.clients) c.terminate();
+        wss.close(() => done());
+      };
+      // Done as soon as every subscriber has said goodbye back (at once when there is none).
+      const t = setTimeout(finish, 200);
       t.unref();
+      for (const c of wss.clients) {
+        c.once('close', () => {
+          if (wss.clients.size === 0) finish();
+        });
+        c.close(1001, 'daemon stopping');
+      }
+      if (wss.clients.size === 0) finish();
     },
   });
   await app.register(botRoutes(deps));

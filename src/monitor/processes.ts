@@ -41,6 +41,8 @@ const YOUNG_S = 5;
 export class ProcessScanner {
   private readonly known = new Map<number, ProcInfo>();
   private readonly seenIn = new Map<number, number>();
+  /** Registered bots whose argv and environment were not read (see scan). */
+  private readonly unread = new WeakSet<ProcInfo>();
   private scans = 0;
   private hz = 100;
   /** The last pid handed out at the last /proc listing, and the scan it happened in. */
@@ -112,7 +114,8 @@ export class ProcessScanner {
       const reused = info !== undefined && handedOutBetween(pid, this.prevMark, this.mark) === true;
       // A registered bot is never re-read, not even in its round-robin slot: it is ours whatever it
       // execs into, and its exit is watched elsewhere (then it is no longer settled).
-      if (!info || reused || (!this.settled(info) && (full || young || this.interesting(info)))) {
+      const unread = info !== undefined && this.unread.has(info) && !this.settled(info);
+      if (!info || reused || unread || (!this.settled(info) && (full || young || this.interesting(info)))) {
         const st = readStat(pid);
         if (!st || st.state === 'Z' || st.state === 'X') {
           this.known.delete(pid);
@@ -120,7 +123,13 @@ export class ProcessScanner {
         }
         // An exec changes comm: a young process is re-read only then (or in its round-robin slot).
         const execd = info !== undefined && young && info.comm !== st.comm;
-        if (!info || info.startTicks !== st.startTicks || full || execd) {
+        const bare: ProcInfo = { ...st, cmdline: '', account: null, instance: null };
+        if ((!info || info.startTicks !== st.startTicks) && this.settled(bare)) {
+          // A registered bot seen for the first time (a start burst): nobody needs its argv or
+          // environment while it stays registered; they are read if it ever stops being.
+          info = bare;
+          this.unread.add(info);
+        } else if (!info || info.startTicks !== st.startTicks || full || execd || unread) {
           // New process (or a reused pid, or re-reading a young one that may have exec'd).
           const cmdline = readCmdline(pid);
           if (cmdline === null) continue;
@@ -129,7 +138,9 @@ export class ProcessScanner {
           const env = same ? info! : readMarkers(pid);
           info = { ...st, cmdline, account: env.account, instance: env.instance };
         } else {
+          const was = info;
           info = { ...info, ...st };
+          if (this.unread.has(was)) this.unread.add(info);
         }
         this.known.set(pid, info);
       }

@@ -215,7 +215,7 @@ export class BotController extends BotMachine {
       const leaseLost = isBotwardenError(err) && err.code === 'LOCK_BACKEND_UNAVAILABLE';
       // -> FATAL: the command could not be spawned (or its process recorded), or the lease is gone.
       this.changeState('fatal', { reason: (leaseLost ? 'lease-lost' : 'spawn-failed') satisfies FatalReason, message });
-      throw leaseLost ? err : Errors.spawnFailed(a.id, message, err);
+      throw leaseLost || (isBotwardenError(err) && err.code === 'STORAGE_FULL') ? err : Errors.spawnFailed(a.id, message, err);
     }
     this.proc = inst;
     this.launching = null;

@@ -4,6 +4,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Clock } from '../clock.js';
+import { Errors } from '../errors.js';
 import type { Account } from '../config/schema.js';
 import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
@@ -53,8 +54,8 @@ export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: La
   const instanceId = l.instanceId;
   const startedAt = new Date(d.clock.now()).toISOString();
   d.registry.createInstance({ id: instanceId, account: l.account.id, daemonId: d.daemonId, keyId: l.keyId, logPath: l.logPath, startedAt });
-  // The instance row (intent) is committed before the process exists.
-  await d.events.durable();
+  // The instance row (intent) is committed before the process exists (a group may hold it).
+  if (!(await d.events.durable())) throw Errors.storageFull('the start could not be recorded');
   let spawned;
   try {
     spawned = await d.spawn({

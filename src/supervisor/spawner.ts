@@ -31,8 +31,8 @@ export class Spawner {
     /** Watches a bot whose spawner died (an identity poll, as for adopted bots). */
     private readonly orphaned: (pid: number, startTicks: number | null) => Promise<ExitStatus>,
     private readonly logger: Logger,
-    /** Exits are on their way (one read may carry many): their records can share a commit. */
-    private readonly onExits: () => void = () => undefined,
+    /** Answers and exits are in (one read may carry many): the records they lead to can share a commit. */
+    private readonly onBurst: () => void = () => undefined,
   ) {}
 
   /** The spawner's pid while it runs (the duplicate hunter spares it). */
@@ -95,8 +95,8 @@ export class Spawner {
   }
 
   private onMessage(m: SpawnReply | SpawnExit): void {
+    this.onBurst();
     if ('exit' in m) {
-      this.onExits();
       const w = this.live.get(m.exit);
       this.live.delete(m.exit);
       w?.resolve({ code: m.code, signal: m.signal });

@@ -41,6 +41,7 @@ export class Supervisor {
   private startGuard: (account: Account) => Promise<void> = async () => {};
   private config: Config;
   private shuttingDown = false;
+  private envFor: { config: Config; env: Readonly<Record<string, string>> } | null = null;
 
   constructor(
     config: Config,
@@ -162,8 +163,16 @@ export class Supervisor {
     await Promise.allSettled([...this.bots.values()].map((b) => b.stop({ reason: 'shutdown' })));
   }
 
-  /** The environment a bot inherits: the daemon's, minus every configured secret variable and the API token. */
-  baseEnv(): Record<string, string> {
+  /**
+   * The environment a bot inherits: the daemon's, minus every configured secret variable and the
+   * API token. Worked out once per config (it was ~0.2 ms per start); callers copy it.
+   */
+  baseEnv(): Readonly<Record<string, string>> {
+    if (this.envFor?.config !== this.config) this.envFor = { config: this.config, env: Object.freeze(this.computeBaseEnv()) };
+    return this.envFor.env;
+  }
+
+  private computeBaseEnv(): Record<string, string> {
     const drop = new Set(['BOTWARDEN_TOKEN', 'BOTWARDEN_ACCOUNT', 'BOTWARDEN_INSTANCE']);
     for (const k of Object.values(this.config.keys)) {
       drop.add(k.keyEnv);

@@ -10,7 +10,7 @@ import type { BotState } from './states.js';
 export interface BotDeps extends InstanceDeps, LeaseDeps, OutputDeps {
   logsDir: string;
   /** The environment every bot inherits (the daemon's, minus secrets). */
-  baseEnv: () => Record<string, string>;
+  baseEnv: () => Readonly<Record<string, string>>;
   /** The leased key pair under the account's variable names (only for the spawn). */
   keyEnv: (account: Account, keyId: string) => Record<string, string>;
   /** Runs before a start takes the lock: ends or refuses live duplicates of the account. */
