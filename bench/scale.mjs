@@ -25,6 +25,15 @@ const cpuTicks = (pid) => {
   return Number(f[11]) + Number(f[12]);
 };
 const rssMB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+/** The daemon's spawner (the parent of its bots): its RSS, and the part of it no other process shares. */
+function spawnerMem(daemonPid) {
+  const kids = readFileSync(`/proc/${daemonPid}/task/${daemonPid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  const pid = kids.find((k) => readFileSync(`/proc/${k}/cmdline`, 'utf8').includes('spawner.js'));
+  if (pid === undefined) return 'no spawner';
+  const roll = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(roll)?.[1] ?? 0);
+  return `spawner ${(kb('Rss') / 1024).toFixed(0)} MB RSS, ${((kb('Private_Clean') + kb('Private_Dirty')) / 1024).toFixed(0)} MB of it its own`;
+}
 async function idleCpu(pid, seconds) {
   const t0 = cpuTicks(pid);
   await sleep(seconds * 1000);
@@ -41,7 +50,7 @@ async function steady(pid) {
   const cpu = [];
   for (let i = 0; i < WINDOWS; i++) cpu.push(await idleCpu(pid, WINDOW_S));
   cpu.sort((a, b) => a - b);
-  return { cpu: cpu[Math.floor(WINDOWS / 2)], range: `${cpu[0].toFixed(2)}-${cpu[WINDOWS - 1].toFixed(2)}`, rss: rssMB(pid) };
+  return { cpu: cpu[Math.floor(WINDOWS / 2)], range: `${cpu[0].toFixed(2)}-${cpu[WINDOWS - 1].toFixed(2)}`, rss: rssMB(pid), spawner: spawnerMem(pid) };
 }
 async function untilAll(pids, pred) {
   for (;;) {
@@ -97,7 +106,7 @@ export async function benchScale() {
     const burstRss = rssMB(d.pid);
     const st = await steady(d.pid);
     rows.push([`idle CPU, ${N} silent bots, 1 s scan`, `${st.cpu.toFixed(2)} % of a core (median of ${WINDOWS} x ${WINDOW_S} s: ${st.range}) (goal <= 1 %)`]);
-    rows.push([`RSS, ${N} bots`, `${st.rss.toFixed(0)} MB steady (goal <= 120 MB); ${burstRss.toFixed(0)} MB right after the start burst`]);
+    rows.push([`RSS, ${N} bots`, `${st.rss.toFixed(0)} MB steady (goal <= 120 MB); ${burstRss.toFixed(0)} MB right after the start burst`, st.spawner]);
     const lat = [];
     for (let i = 0; i < 20; i++) {
       const t = performance.now();
@@ -156,7 +165,7 @@ export async function benchScale() {
     try {
       await pool(50, 10, async (i) => d3.fast('POST', `/bots/h${i}/start`));
       const st3 = await steady(d3.pid);
-      rows.push([`idle CPU, ${label}`, `${st3.cpu.toFixed(2)} % (${st3.range}) (goal <= ${label.includes('printing') ? '0.5' : '0.3'} %)`, `RSS ${st3.rss.toFixed(0)} MB (goal <= 60 MB)`]);
+      rows.push([`idle CPU, ${label}`, `${st3.cpu.toFixed(2)} % (${st3.range}) (goal <= ${label.includes('printing') ? '0.5' : '0.3'} %)`, `RSS ${st3.rss.toFixed(0)} MB (goal <= 60 MB)`, st3.spawner]);
     } finally {
       await d3.stop('SIGTERM');
       d3.cleanup();
