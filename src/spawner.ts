@@ -25,7 +25,19 @@ const send = (m: SpawnReply | SpawnExit): void => {
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => undefined);
 process.on('disconnect', () => process.exit(0));
 
+// A shutdown reaps hundreds of bots in one turn: their exits go out together, one message.
+const exits: SpawnExit['exits'] = [];
+function exited(pid: number, code: number | null, signal: string | null): void {
+  if (exits.length === 0) setImmediate(flushExits);
+  exits.push([pid, code, signal]);
+}
+/** Before any answer too: an exit is never told after the spawn of a process that took its pid. */
+function flushExits(): void {
+  if (exits.length > 0) send({ exits: exits.splice(0) });
+}
+
 process.on('message', (m: SpawnRequest) => {
+  flushExits();
   const { id, spec } = m;
   let fd: number;
   try {
@@ -42,7 +54,7 @@ process.on('message', (m: SpawnRequest) => {
       return;
     }
     child.on('error', () => undefined); // after a spawn, only kill() can fail: not used here
-    child.once('exit', (code, signal) => send({ exit: pid, code, signal }));
+    child.once('exit', (code, signal) => exited(pid, code, signal));
     // Read before the exit can be reaped (that takes a turn of this loop): the identity is exact.
     send({ id, pid, startTicks: startTicksOf(pid), logStart });
   } catch (err) {

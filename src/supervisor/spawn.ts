@@ -122,8 +122,7 @@ export interface SpawnRequest {
   spec: SpawnSpec;
 }
 export type SpawnReply = { id: number; pid: number; startTicks: number | null; logStart: number } | { id: number; error: string };
+/** Exits reaped in one turn of the spawner's loop, in one message: [pid, code, signal] each. */
 export interface SpawnExit {
-  exit: number;
-  code: number | null;
-  signal: string | null;
+  exits: [number, number | null, string | null][];
 }

@@ -96,10 +96,12 @@ export class Spawner {
 
   private onMessage(m: SpawnReply | SpawnExit): void {
     this.onBurst();
-    if ('exit' in m) {
-      const w = this.live.get(m.exit);
-      this.live.delete(m.exit);
-      w?.resolve({ code: m.code, signal: m.signal });
+    if ('exits' in m) {
+      for (const [pid, code, signal] of m.exits) {
+        const w = this.live.get(pid);
+        this.live.delete(pid);
+        w?.resolve({ code, signal });
+      }
       return;
     }
     const resolve = this.pending.get(m.id);
