@@ -1,7 +1,7 @@
 // Shared bench helpers: a real daemon process on a temp data dir, a tiny HTTP client, stats.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -110,4 +110,47 @@ export async function startDaemon(accounts, extraArgs = [], daemonCfg = {}, data
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** CPU time of a process, all its threads, in ns: /proc/<pid>/task/<tid>/schedstat (no 10 ms ticks). */
+export function cpuNs(pid) {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ')[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return ns;
+}
+
+/** The daemon's spawner (the parent of its bots), or undefined. */
+export function spawnerPid(daemonPid) {
+  const kids = readFileSync(`/proc/${daemonPid}/task/${daemonPid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return kids.find((k) => {
+    try {
+      return readFileSync(`/proc/${k}/cmdline`, 'utf8').includes('spawner.js');
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Idle CPU as `top` shows it after a while, in % of one core, summed over `pids`. A burst of starts
+ * is followed by V8's memory reducer (full collections 10-40 s later), so the figure is the median
+ * of `windows` windows taken after `settleS` seconds.
+ */
+export async function steadyCpu(pids, { settleS = 45, windows = 3, windowS = 5 } = {}) {
+  await sleep(settleS * 1000);
+  const total = () => pids.reduce((s, p) => s + cpuNs(p), 0);
+  const cpu = [];
+  for (let i = 0; i < windows; i++) {
+    const c0 = total();
+    await sleep(windowS * 1000);
+    cpu.push(((total() - c0) / 1e9 / windowS) * 100);
+  }
+  cpu.sort((a, b) => a - b);
+  return { cpu: cpu[Math.floor(windows / 2)], range: `${cpu[0].toFixed(2)}-${cpu[windows - 1].toFixed(2)}` };
 }
