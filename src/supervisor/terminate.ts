@@ -41,6 +41,10 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
   const deadline = clock.now() + graceMs;
   const ident = { id: t.instanceId, pgid: t.pgid, startTicks: t.startTicks };
   const signaled = new Set<number>();
+  // Once `exited` resolved the leader is gone for good (reaped, or seen gone by identity): it is
+  // not re-read (a failed read of a vanished /proc entry costs an exception each).
+  let leaderGone = false;
+  void t.exited.then(() => (leaderGone = true));
   if (isAlive(t.pid, t.startTicks)) {
     // The leader is alive, so the group id is still ours: signal the whole group at once.
     send(-t.pgid, signal);
@@ -56,7 +60,7 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
   }
   await Promise.race([t.exited, sleepOn(clock, deadline - clock.now())]);
   for (;;) {
-    tree = remaining(tree, ident);
+    tree = remaining(leaderGone ? tree.filter((p) => p.pid !== t.pid || p.startTicks !== t.startTicks) : tree, ident);
     if (tree.length === 0) return { forced: false };
     if (clock.now() >= deadline) break;
     for (const p of tree) {
