@@ -115,7 +115,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger }) : null;
     const locks = pg?.locks ?? new SqliteLockBackend(db, () => clock.now());
     const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
-    // Bots are watched by an identity poll when they are not our children's (adopted, or their spawner died).
+    // Bots are watched by an identity poll when no spawner of ours reaps them (adopted, or their spawner died).
     // Exits found together (a shutdown) are recorded in one commit.
     const exits = new ExitPoller(clock, undefined, () => events.begin());
     const spawner = new Spawner((pid, startTicks) => exits.watch(pid, startTicks), logger.child({ module: 'spawner' }), () => events.begin());

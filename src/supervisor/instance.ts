@@ -88,7 +88,7 @@ export interface Ended {
 
 /**
  * Ends the instance's whole tree (signal, grace, SIGKILL) and records its exit. `known` is the
- * leader's status when it already exited; otherwise it follows at once for our child (a poll for
+ * leader's status when it already exited; otherwise it follows at once for our spawner's child (a poll for
  * adopted bots).
  */
 export async function endInstance(d: InstanceDeps, account: Account, inst: LiveInstance, o: { graceMs: number; known?: ExitStatus }): Promise<Ended> {

@@ -19,7 +19,7 @@ export interface TerminateTarget {
   pid: number;
   pgid: number;
   startTicks: number | null;
-  /** Resolves when the leader is gone: our child's exit event, or a poll for adopted bots. */
+  /** Resolves when the leader is gone: its exit as our spawner reaped it, or a poll for adopted bots. */
   exited: Promise<unknown>;
   /** Adopted bots: look for the exit often from now on (the poll is slow otherwise). */
   hurry?: () => void;
