@@ -3,12 +3,14 @@
  * itself costs 2-3x more and blocks its event loop), their exit codes come back through it, and
  * losing it loses nothing: its bots are watched by polling and the next start brings a new one.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, expect, it } from 'vitest';
 import { isAlive, readStat } from '../src/proc/procfs.js';
-import { fixture, makeConfig, removeDir, startTestDaemon, sweepLeftovers, tmpDir, waitFor, type TestDaemon } from './helper.js';
+import { fixture, makeConfig, removeDir, ROOT, startTestDaemon, sweepLeftovers, tmpDir, waitFor, type TestDaemon } from './helper.js';
 import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
 let d: TestDaemon | null = null;
@@ -153,4 +155,20 @@ it('the spawner exits with a SIGKILLed daemon and the bots stay up; Ctrl-C to th
     [bot, null],
     [bot2, 0],
   ]);
+});
+
+it('a spawn request in flight keeps its process alive until the spawner answers (its channel is unref\'d otherwise)', () => {
+  const dir = tmpDir();
+  dirs.push(dir);
+  const mod = pathToFileURL(path.join(ROOT, 'dist', 'supervisor', 'spawner.js')).href;
+  // Nothing else keeps this process alive: without the ref while waiting, it would exit silently.
+  const script = `import pino from 'pino'; import { Spawner } from ${JSON.stringify(mod)};
+const sp = new Spawner(async () => ({ code: null, signal: null }), pino({ level: 'silent' }));
+const s = await sp.spawn({ command: ['sleep', '30'], cwd: ${JSON.stringify(dir)}, env: { PATH: process.env.PATH }, logPath: ${JSON.stringify(path.join(dir, 'x.log'))} });
+console.log(s.pid); sp.close();`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 10_000 });
+  const pid = Number(out.trim());
+  expect(pid).toBeGreaterThan(1);
+  expect(isAlive(pid, null)).toBe(true);
+  process.kill(pid, 'SIGKILL');
 });

@@ -45,10 +45,14 @@ export class Spawner {
     // No spawner (it cannot start, or the daemon is stopping): the daemon spawns by itself.
     if (!child) return spawnBot(spec);
     const id = ++this.seq;
+    // A request in flight keeps the daemon alive (the channel is unref'd otherwise).
+    if (this.pending.size === 0) child.channel?.ref();
     const answer = await new Promise<Answer>((resolve) => {
       this.pending.set(id, resolve);
       child.send({ id, spec }, (err) => {
-        if (err && this.pending.delete(id)) resolve({ error: `the spawner did not take the request: ${err.message}` });
+        if (!err || !this.pending.delete(id)) return;
+        if (this.pending.size === 0) child.channel?.unref();
+        resolve({ error: `the spawner did not take the request: ${err.message}` });
       });
     });
     if ('error' in answer) throw new SpawnError(answer.error);
@@ -106,6 +110,7 @@ export class Spawner {
     }
     const resolve = this.pending.get(m.id);
     this.pending.delete(m.id);
+    if (this.pending.size === 0) this.child?.channel?.unref();
     if (!resolve) return;
     if ('error' in m) return resolve({ error: m.error });
     const { pid, startTicks, logStart } = m;
