@@ -178,4 +178,20 @@ describe('exit poll of adopted bots', () => {
     expect(slowDone).toBe(true);
     poller.close();
   });
+
+  it('once closed (its daemon stopped), it watches nothing more: no poll runs against a closed database', async () => {
+    const clock = new ManualClock();
+    let found = 0;
+    const poller = new ExitPoller(clock, 250, () => found++);
+    poller.close();
+    const c = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const gone = new Promise<void>((r) => c.once('exit', () => r()));
+    let resolved = false;
+    void poller.watch(c.pid!, startTicksOf(c.pid!)).then(() => (resolved = true));
+    c.kill('SIGKILL');
+    await gone;
+    clock.advance(1000);
+    await new Promise((r) => setImmediate(r));
+    expect([found, resolved]).toEqual([0, false]);
+  });
 });

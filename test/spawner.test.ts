@@ -9,7 +9,9 @@ import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, expect, it } from 'vitest';
+import pino from 'pino';
 import { isAlive, readStat } from '../src/proc/procfs.js';
+import { Spawner } from '../src/supervisor/spawner.js';
 import { fixture, makeConfig, removeDir, ROOT, startTestDaemon, sweepLeftovers, tmpDir, waitFor, type TestDaemon } from './helper.js';
 import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
@@ -171,4 +173,21 @@ console.log(s.pid); sp.close();`;
   expect(pid).toBeGreaterThan(1);
   expect(isAlive(pid, null)).toBe(true);
   process.kill(pid, 'SIGKILL');
+});
+
+it('closed with its daemon, the spawner hands none of its bots to the poll as it exits (leave-running: the next daemon adopts them)', async () => {
+  const dir = tmpDir();
+  dirs.push(dir);
+  const orphaned: number[] = [];
+  const sp = new Spawner(async (pid) => {
+    orphaned.push(pid);
+    return { code: null, signal: null };
+  }, pino({ level: 'silent' }));
+  const bot = await sp.spawn({ command: ['sleep', '30'], cwd: dir, env: { PATH: process.env.PATH ?? '' }, logPath: path.join(dir, 'x.log') });
+  const helper = sp.pid!;
+  sp.close();
+  await gone(helper);
+  expect(isAlive(bot.pid, bot.startTicks)).toBe(true);
+  expect(orphaned).toEqual([]);
+  process.kill(bot.pid, 'SIGKILL');
 });

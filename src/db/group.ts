@@ -26,7 +26,8 @@ export class CommitGroup {
 
   /** Opens a group for the rest of this turn (nothing to do if one is open, or a transaction runs). */
   begin(): void {
-    if (this.open || this.db.inTransaction) return;
+    // (A closed database: the daemon is gone; whatever writes follow fail on their own.)
+    if (this.open || !this.db.open || this.db.inTransaction) return;
     this.db.exec('BEGIN');
     this.open = true;
     setImmediate(() => this.commit());

@@ -136,6 +136,7 @@ export class ExitPoller {
   /** Bots being stopped: polled every HURRY_POLL_MS, so a stop does not wait out the 250 ms poll. */
   private readonly urgent = new Set<number>();
   private fastTimer: TimerHandle | null = null;
+  private closed = false;
 
   constructor(
     private readonly clock: Clock = realClock,
@@ -146,6 +147,8 @@ export class ExitPoller {
 
   watch(pid: number, startTicks: number | null): Promise<ExitStatus> {
     return new Promise((resolve) => {
+      // Closed with its daemon: the bot is the next daemon's to adopt, nothing is watched any more.
+      if (this.closed) return;
       // A held-open /proc/<pid>/stat where possible: one pread per check, immune to pid reuse.
       const handle = openStatHandle(pid, startTicks);
       this.watched.set(pid, { handle, startTicks, resolve });
@@ -161,6 +164,7 @@ export class ExitPoller {
   }
 
   close(): void {
+    this.closed = true;
     this.timer?.cancel();
     this.timer = null;
     this.fastTimer?.cancel();

@@ -67,6 +67,8 @@ export class Spawner {
   /** The daemon stops: the spawner exits once its channel closes (the bots live on). */
   close(): void {
     this.closed = true;
+    // Its bots are no longer ours to watch: they stop with the daemon, or the next one adopts them.
+    this.live.clear();
     const child = this.child;
     this.child = null;
     if (child?.connected) child.disconnect();
@@ -126,9 +128,10 @@ export class Spawner {
     // A request in flight may or may not have spawned: its instance row says so, and the hunter
     // ends a process whose instance is not live.
     for (const resolve of pending) resolve({ error: `the spawner exited (code ${code}, signal ${signal}) before answering` });
+    if (this.closed) return; // the daemon closed it: nothing is waiting on it any more
     const orphans = [...this.live];
     this.live.clear();
     for (const [pid, w] of orphans) void this.orphaned(pid, w.startTicks).then(w.resolve);
-    if (!this.closed) this.logger.error({ code, signal, orphans: orphans.length }, 'the spawner exited: its bots are watched by polling; the next start brings up a new one');
+    this.logger.error({ code, signal, orphans: orphans.length }, 'the spawner exited: its bots are watched by polling; the next start brings up a new one');
   }
 }
