@@ -208,7 +208,6 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const port = typeof addr === 'object' && addr ? addr.port : listen.port;
     const urlHost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
     const url = `http://${urlHost === '0.0.0.0' ? '127.0.0.1' : urlHost}:${port}`;
-    writeFileSync(path.join(settings.dataDir, 'daemon.json'), JSON.stringify({ pid: process.pid, url, host: listen.host, port, daemonId, version: VERSION }, null, 2) + '\n', { mode: 0o600 });
 
     const timers: NodeJS.Timeout[] = [];
     const every = (ms: number, fn: () => void) => {
@@ -271,6 +270,9 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       });
     }
 
+    // The address file says "ready" to the CLI and to service scripts: only once the signal handlers
+    // are in place (a SIGHUP or SIGTERM sent on seeing it must reach them, not Node's default).
+    writeFileSync(path.join(settings.dataDir, 'daemon.json'), JSON.stringify({ pid: process.pid, url, host: listen.host, port, daemonId, version: VERSION }, null, 2) + '\n', { mode: 0o600 });
     events.emit('daemon.started', { pid: process.pid, version: VERSION, url, daemonId, name });
     logger.info(
       { url, dataDir: settings.dataDir, config: config.source, accounts: [...config.accounts.keys()], startupMs: Math.round(performance.now()), reconcileMs: Math.round(reconcileMs) },

@@ -1,5 +1,6 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync, watch } from 'node:fs';
+import path from 'node:path';
 import { isAlive } from '../src/proc/procfs.js';
 import { fixture, sweepLeftovers, tmpDir, waitFor } from './helper.js';
 import { CLI, connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
@@ -45,6 +46,24 @@ describe('the daemon process', () => {
     d.child.kill('SIGTERM');
     expect(await d.exited).toEqual({ code: 0, signal: null });
     for (const pid of pids) expect(isAlive(pid, null)).toBe(false);
+  });
+
+  it('its address file appears only once its signal handlers are in place: a SIGTERM sent the instant it appears is a clean stop', async () => {
+    const dir = tmpDir();
+    const cfg = writeConfig(dir, { accounts });
+    // Watch the data dir itself (created by the daemon, so wait for it), then react to the file at once.
+    const d = spawnDaemon(dir, cfg);
+    const seen = new Promise<void>((resolve) => {
+      const w = watch(dir, (_e, name) => {
+        if (name === 'daemon.json' && existsSync(path.join(dir, 'daemon.json'))) {
+          w.close();
+          d.child.kill('SIGTERM');
+          resolve();
+        }
+      });
+    });
+    await seen;
+    expect(await d.exited).toEqual({ code: 0, signal: null });
   });
 
   it('--leave-running: SIGTERM exits 0, bots keep running, and the next daemon adopts them (same pid, running, locked)', async () => {
