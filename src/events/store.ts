@@ -1,7 +1,9 @@
 /**
  * Events: stored first (SQLite gives the increasing id), then handed to live
- * subscribers in the same synchronous call. A subscriber that replays with
- * `since` and subscribes in one tick therefore sees no gap and no duplicate.
+ * subscribers once committed: in the same synchronous call, or, inside a group
+ * commit (db/group.ts), when the group commits at the end of the turn. A read
+ * of history commits an open group first, so a subscriber that replays with
+ * `since` and subscribes in one tick sees no gap and no duplicate.
  */
 import { EventRows, type EventRow } from '../db/events.js';
 import type { CommitGroup } from '../db/group.js';
