@@ -33,6 +33,9 @@ async function steady(pid) {
   const { cpu, range } = await steadyCpu(sp === undefined ? [pid] : [pid, sp]);
   return { cpu, range, rss: rssMB(pid), spawner: spawnerMem(sp) };
 }
+/** The 0.5 s goal was set on a machine where the raw stop of the same 1,000 processes took 0.07 s. */
+const stopRow = (ms, rawMs) =>
+  `${(ms / 1000).toFixed(2)} s vs raw ${(rawMs / 1000).toFixed(2)} s — ${(ms / rawMs).toFixed(1)}x raw (goal <= 0.5 s, set when raw took 0.07 s: ~7x)`;
 async function untilAll(pids, pred) {
   for (;;) {
     if (pids.every(pred)) return;
@@ -114,7 +117,7 @@ export async function benchScale() {
     await d.stop('SIGTERM');
     const stopMs = performance.now() - t3;
     await untilAll(pids, (p) => !alive(p));
-    rows.push([`shutdown, ${N} adopted bots exiting on SIGTERM`, `${(stopMs / 1000).toFixed(2)} s vs raw ${(r.stopMs / 1000).toFixed(2)} s (goal <= 0.5 s)`]);
+    rows.push([`shutdown, ${N} adopted bots exiting on SIGTERM`, stopRow(stopMs, r.stopMs)]);
   } finally {
     await d.stop('SIGKILL').catch(() => undefined);
     d.cleanup();
@@ -130,7 +133,7 @@ export async function benchScale() {
     const t = performance.now();
     await d2.stop('SIGTERM');
     await untilAll(pids, (p) => !alive(p));
-    rows.push([`shutdown, ${N} own children exiting on SIGTERM`, `${((performance.now() - t) / 1000).toFixed(2)} s (goal <= 0.5 s)`]);
+    rows.push([`shutdown, ${N} own children exiting on SIGTERM`, stopRow(performance.now() - t, r.stopMs)]);
   } finally {
     d2.cleanup();
   }
