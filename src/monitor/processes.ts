@@ -123,13 +123,14 @@ export class ProcessScanner {
         }
         // An exec changes comm: a young process is re-read only then (or in its round-robin slot).
         const execd = info !== undefined && young && info.comm !== st.comm;
-        const bare: ProcInfo = { ...st, cmdline: '', account: null, instance: null };
-        if ((!info || info.startTicks !== st.startTicks) && this.settled(bare)) {
+        const isNew = !info || info.startTicks !== st.startTicks;
+        const bare: ProcInfo | null = isNew ? { ...st, cmdline: '', account: null, instance: null } : null;
+        if (bare && this.settled(bare)) {
           // A registered bot seen for the first time (a start burst): nobody needs its argv or
           // environment while it stays registered; they are read if it ever stops being.
           info = bare;
           this.unread.add(info);
-        } else if (!info || info.startTicks !== st.startTicks || full || execd || unread) {
+        } else if (isNew || full || execd || unread) {
           // New process (or a reused pid, or re-reading a young one that may have exec'd).
           const cmdline = readCmdline(pid);
           if (cmdline === null) continue;
@@ -138,8 +139,8 @@ export class ProcessScanner {
           const env = same ? info! : readMarkers(pid);
           info = { ...st, cmdline, account: env.account, instance: env.instance };
         } else {
-          const was = info;
-          info = { ...info, ...st };
+          const was = info!; // not new: known
+          info = { ...was, ...st };
           if (this.unread.has(was)) this.unread.add(info);
         }
         this.known.set(pid, info);
