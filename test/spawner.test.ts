@@ -171,8 +171,11 @@ console.log(s.pid); sp.close();`;
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 10_000 });
   const pid = Number(out.trim());
   expect(pid).toBeGreaterThan(1);
-  expect(isAlive(pid, null)).toBe(true);
-  process.kill(pid, 'SIGKILL');
+  try {
+    expect(isAlive(pid, null)).toBe(true);
+  } finally {
+    process.kill(pid, 'SIGKILL');
+  }
 });
 
 it('closed with its daemon, the spawner hands none of its bots to the poll as it exits (leave-running: the next daemon adopts them)', async () => {
@@ -184,10 +187,13 @@ it('closed with its daemon, the spawner hands none of its bots to the poll as it
     return { code: null, signal: null };
   }, pino({ level: 'silent' }));
   const bot = await sp.spawn({ command: ['sleep', '30'], cwd: dir, env: { PATH: process.env.PATH ?? '' }, logPath: path.join(dir, 'x.log') });
-  const helper = sp.pid!;
-  sp.close();
-  await gone(helper);
-  expect(isAlive(bot.pid, bot.startTicks)).toBe(true);
-  expect(orphaned).toEqual([]);
-  process.kill(bot.pid, 'SIGKILL');
+  try {
+    const helper = sp.pid!;
+    sp.close();
+    await gone(helper);
+    expect(isAlive(bot.pid, bot.startTicks)).toBe(true);
+    expect(orphaned).toEqual([]);
+  } finally {
+    process.kill(bot.pid, 'SIGKILL');
+  }
 });

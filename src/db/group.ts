@@ -2,14 +2,15 @@
  * Group commit for bursts. A shutdown of 1,000 bots wrote ~5 small
  * transactions per bot (its stopping state, its exit, its lock, the lock's
  * event, its stopped state): 5,000 commits, half of the shutdown's CPU. Where
- * a burst begins (a shutdown, a poll that finds exits), `begin()` opens one
+ * a burst begins (a shutdown, a poll that finds exits, a message of the
+ * spawner), `begin()` opens one
  * transaction that every write of this turn of the event loop joins (their own
  * transactions become savepoints), committed when the turn ends.
  *
  * Nothing leaves the process before the writes it follows from are committed:
- * events reach subscribers after the commit (`after`), a reply is sent after
- * `commit()` (the HTTP layer calls it before every send), and a signal or a
- * spawn waits for `durable()`. A crash inside the turn therefore loses only
+ * events reach subscribers after the commit (`after`); a reply (the HTTP
+ * layer's onSend), a signal and a spawn wait for `durable()`; a read of
+ * history calls `commit()` first. A crash inside the turn therefore loses only
  * writes nobody outside has seen, which is what a crash just before them
  * would have lost.
  */

@@ -69,11 +69,11 @@ export class EventStore {
       if (!isDiskFull(err)) throw err;
       // A full disk must not break the caller (a state change, a scanned line): the event is
       // counted, logged, and reported as `storage.recovered` once storing works again.
-      if (this.lost++ === 0) this.logger?.error({ err, type, account }, 'the disk is full: events cannot be stored (counting them)');
+      this.countLost(type, account, err);
       return { id: -1, ...base };
     }
     // Subscribers hear of it once it is committed: at once, or when the open group commits.
-    if (this.group?.active) this.group.after((committed) => (committed ? this.deliver(event) : this.countLost(event)));
+    if (this.group?.active) this.group.after((committed) => (committed ? this.deliver(event) : this.countLost(type, account)));
     else this.deliver(event);
     return event;
   }
@@ -91,9 +91,9 @@ export class EventStore {
     if (this.lost > 0 && event.type !== 'storage.recovered') this.reportLost();
   }
 
-  /** A group's commit failed (a full disk): its events were never stored, so never streamed. */
-  private countLost(event: BotwardenEvent): void {
-    if (this.lost++ === 0) this.logger?.error({ type: event.type, account: event.account }, 'the disk is full: events cannot be stored (counting them)');
+  /** An event that could not be stored (a full disk, or its group's commit failed): never streamed, counted. */
+  private countLost(type: EventType, account: string | undefined, err?: unknown): void {
+    if (this.lost++ === 0) this.logger?.error({ err, type, account }, 'the disk is full: events cannot be stored (counting them)');
   }
 
   /** A burst begins (a shutdown, exits found together): its writes share one commit at the end of this turn. */
