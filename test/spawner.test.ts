@@ -4,7 +4,7 @@
  * losing it loses nothing: its bots are watched by polling and the next start brings a new one.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -30,6 +30,19 @@ const cmdline = (pid: number): string[] => readFileSync(`/proc/${pid}/cmdline`, 
 const parentOf = (pid: number): number => readStat(pid)!.ppid;
 const isSpawner = (pid: number): boolean => cmdline(pid).some((a) => a.endsWith(`${path.sep}spawner.js`));
 const gone = (pid: number) => waitFor(() => !isAlive(pid, null), { timeoutMs: 5000, what: `pid ${pid} gone` });
+/**
+ * bot.js takes SIGTERM as a stop (exit 0) once its handler is installed, which is after its first
+ * lines; its first `tick` (BOT_TICK_MS 50) comes after that. A stop sent earlier kills it by signal.
+ */
+const stopsCleanly = (log: string, pid: number) =>
+  waitFor(
+    () => {
+      const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
+      const at = text.indexOf(`ready pid=${pid} `);
+      return at >= 0 && text.indexOf('tick', at) > at;
+    },
+    { timeoutMs: 10_000, what: `bot ${pid} ready for SIGTERM` },
+  );
 
 it('a bot is forked by the spawner (a child of the daemon, with none of its environment), and its exit code comes back through it', async () => {
   d = await startTestDaemon(
@@ -55,15 +68,12 @@ it('a bot is forked by the spawner (a child of the daemon, with none of its envi
 });
 
 it('SIGKILL of the spawner: its bots live on, their exits are still seen (by polling), and the next start brings up a new spawner', async () => {
-  const dir = tmpDir();
-  dirs.push(dir);
-  const mark = path.join(dir, 'later.mark'); // written once the bot is about to take SIGTERM as a stop
   d = await startTestDaemon(
     makeConfig({
       accounts: {
         steady: { command: fixture('bot.js'), stop: { graceMs: 2000 }, startMs: 100 },
         leaver: { command: fixture('crash.js'), env: { CRASH_AFTER_MS: '1500', CRASH_CODE: '0' }, restart: { policy: 'never' }, startMs: 100 },
-        later: { command: fixture('bot.js'), stop: { graceMs: 2000 }, startMs: 100, env: { BOT_MARK_FILE: mark } },
+        later: { command: fixture('bot.js'), stop: { graceMs: 2000 }, startMs: 100, env: { BOT_TICK_MS: '50' } },
       },
     }),
   );
@@ -93,7 +103,7 @@ it('SIGKILL of the spawner: its bots live on, their exits are still seen (by pol
   const codes = Object.fromEntries(d.events.history(undefined, 100, { types: ['bot.exited'] }).map((e) => [e.account, e.code]));
   expect(codes).toEqual({ leaver: null, steady: null });
   // ... while the new spawner's bot still reports its code.
-  await waitFor(() => existsSync(mark), { what: 'later ready' });
+  await stopsCleanly(path.join(d.dataDir, 'logs', 'later.log'), later);
   await d.req('POST', '/bots/later/stop');
   expect(d.events.history(undefined, 100, { types: ['bot.exited'], account: 'later' }).map((e) => e.code)).toEqual([0]);
 });
@@ -119,8 +129,7 @@ it('a match broad enough to fit the spawner never makes it a duplicate', async (
 it('the spawner exits with a SIGKILLed daemon and the bots stay up; Ctrl-C to the daemon and its spawner still records every exit code', async () => {
   const dir = tmpDir();
   dirs.push(dir);
-  const mark = path.join(dir, 'one.mark');
-  const cfg = writeConfig(dir, { accounts: { one: { command: fixture('bot.js'), startMs: 100, stop: { graceMs: 2000 }, env: { BOT_MARK_FILE: mark } } } });
+  const cfg = writeConfig(dir, { accounts: { one: { command: fixture('bot.js'), startMs: 100, stop: { graceMs: 2000 }, env: { BOT_TICK_MS: '50' } } } });
   const dataDir = path.join(dir, 'data');
   let p = spawnDaemon(dataDir, cfg);
   let c = await connectTo(dataDir, p.pid);
@@ -138,10 +147,9 @@ it('the spawner exits with a SIGKILLed daemon and the bots stay up; Ctrl-C to th
   const view = (await c.req('GET', '/bots/one')).body;
   expect([view.state, view.pid]).toEqual(['running', bot]);
   await c.req('POST', '/bots/one/stop');
-  rmSync(mark);
   const bot2 = (await c.req('POST', '/bots/one/start')).body.pid as number;
   const spawner2 = parentOf(bot2);
-  await waitFor(() => existsSync(mark), { what: 'bot ready' });
+  await stopsCleanly(path.join(dataDir, 'logs', 'one.log'), bot2);
   // Ctrl-C reaches the whole foreground group: the spawner ignores it and relays the exit.
   process.kill(spawner2, 'SIGINT');
   process.kill(p.pid, 'SIGINT');
