@@ -29,7 +29,7 @@ afterEach(async () => {
   expect(sweepLeftovers()).toEqual([]);
 });
 
-async function daemon(name: string, url = pg.url(), accounts: Record<string, Record<string, unknown>> = { a: bot }, extra: { keys?: object } = {}): Promise<TestDaemon> {
+async function daemon(name: string, url = pg.url(), accounts: Record<string, Record<string, unknown>> = { pga: bot }, extra: { keys?: object } = {}): Promise<TestDaemon> {
   const d = await startTestDaemon(makeConfig({ daemon: { name, scanIntervalMs: 200 }, lock: { backend: 'postgres', url, ...LOCK }, accounts, ...extra }));
   daemons.push(d);
   return d;
@@ -39,9 +39,9 @@ describe('PostgreSQL leases across daemons', () => {
   it('a start on the second daemon is 409 naming the first; tokens grow across daemons; /leases shows both views', async () => {
     const laptop = await daemon('laptop');
     const vps = await daemon('vps');
-    const first = await laptop.req('POST', '/bots/a/start');
+    const first = await laptop.req('POST', '/bots/pga/start');
     expect(first.status).toBe(201);
-    const refused = await vps.req('POST', '/bots/a/start');
+    const refused = await vps.req('POST', '/bots/pga/start');
     expect(refused.status).toBe(409);
     expect(refused.body.code).toBe('ACCOUNT_LOCKED');
     expect(refused.body.message).toContain('laptop');
@@ -49,15 +49,15 @@ describe('PostgreSQL leases across daemons', () => {
     expect(refused.body.lock.pid).toBe(first.body.pid);
     await waitFor(async () => (await vps.req('GET', '/leases')).body.leases.length === 1, { what: 'the lease cache' });
     const fromVps = (await vps.req('GET', '/leases')).body.leases[0];
-    expect(fromVps).toMatchObject({ account: 'a', holder: 'laptop', mine: false, token: first.body.lock.token });
+    expect(fromVps).toMatchObject({ account: 'pga', holder: 'laptop', mine: false, token: first.body.lock.token });
     expect(Date.parse(fromVps.expiresAt)).toBeGreaterThan(Date.parse(fromVps.since));
     await waitFor(async () => (await laptop.req('GET', '/leases')).body.leases[0]?.mine === true, { what: 'mine' });
     // Both daemons see the other's bot and neither calls it a duplicate.
     await new Promise((r) => setTimeout(r, 600));
-    expect(taggedProcesses('a')).toEqual([first.body.pid]);
+    expect(taggedProcesses('pga')).toEqual([first.body.pid]);
 
-    expect((await laptop.req('POST', '/bots/a/stop')).status).toBe(200);
-    const second = await vps.req('POST', '/bots/a/start');
+    expect((await laptop.req('POST', '/bots/pga/stop')).status).toBe(200);
+    const second = await vps.req('POST', '/bots/pga/start');
     expect(second.status).toBe(201);
     expect(second.body.lock.token).toBeGreaterThan(first.body.lock.token);
   });
@@ -67,13 +67,13 @@ describe('PostgreSQL leases across daemons', () => {
     process.env.PGT_KEY = 'pgt-key-value';
     process.env.PGT_SECRET = 'pgt-secret-value';
     const pool = { keys: { pool: ['k1'], envKey: 'K', envSecret: 'S' } };
-    const laptop = await daemon('laptop', pg.url(), { a: { ...bot, ...pool }, b: { ...bot, ...pool } }, { keys });
-    const vps = await daemon('vps', pg.url(), { a: { ...bot, ...pool }, b: { ...bot, ...pool } }, { keys });
-    expect((await laptop.req('POST', '/bots/a/start')).body.keyId).toBe('k1');
-    const r = await vps.req('POST', '/bots/b/start');
+    const laptop = await daemon('laptop', pg.url(), { pga: { ...bot, ...pool }, pgb: { ...bot, ...pool } }, { keys });
+    const vps = await daemon('vps', pg.url(), { pga: { ...bot, ...pool }, pgb: { ...bot, ...pool } }, { keys });
+    expect((await laptop.req('POST', '/bots/pga/start')).body.keyId).toBe('k1');
+    const r = await vps.req('POST', '/bots/pgb/start');
     expect(r.status).toBe(409);
     expect(r.body.code).toBe('NO_FREE_KEY');
-    expect((await vps.req('GET', '/keys')).body.keys[0]).toMatchObject({ id: 'k1', state: 'leased', account: 'a' });
+    expect((await vps.req('GET', '/keys')).body.keys[0]).toMatchObject({ id: 'k1', state: 'leased', account: 'pga' });
   });
 
   it('racing starts of two accounts sharing one key on two daemons never lease it twice', async () => {
@@ -81,13 +81,13 @@ describe('PostgreSQL leases across daemons', () => {
     process.env.PGT_KEY = 'pgt-key-value';
     process.env.PGT_SECRET = 'pgt-secret-value';
     const pool = { keys: { pool: ['k1'], envKey: 'K', envSecret: 'S' } };
-    const accounts = { a: { ...bot, ...pool }, b: { ...bot, ...pool } };
+    const accounts = { pga: { ...bot, ...pool }, pgb: { ...bot, ...pool } };
     const laptop = await daemon('laptop', pg.url(), accounts, { keys });
     const vps = await daemon('vps', pg.url(), accounts, { keys });
     for (let round = 0; round < 15; round++) {
-      const [ra, rb] = await Promise.all([laptop.req('POST', '/bots/a/start'), vps.req('POST', '/bots/b/start')]);
+      const [ra, rb] = await Promise.all([laptop.req('POST', '/bots/pga/start'), vps.req('POST', '/bots/pgb/start')]);
       expect([ra.status, rb.status].sort(), `round ${round}`).toEqual([201, 409]);
-      await Promise.all([laptop.req('POST', '/bots/a/stop'), vps.req('POST', '/bots/b/stop')]);
+      await Promise.all([laptop.req('POST', '/bots/pga/stop'), vps.req('POST', '/bots/pgb/stop')]);
     }
   });
 
@@ -96,14 +96,14 @@ describe('PostgreSQL leases across daemons', () => {
     Object.assign(process.env, { PGT_KEY: 'pgt-key-value', PGT_SECRET: 'pgt-secret-value', PGT_KEY2: 'pgt-key-two', PGT_SECRET2: 'pgt-secret-two' });
     const pool = { keys: { pool: ['k1', 'k2'], envKey: 'KRAKEN_API_KEY', envSecret: 'KRAKEN_API_SECRET' } };
     const noisy = { ...bot, command: fixture('nonce-bot.js'), env: { NONCE_FAIL_KEY: 'pgt-key-value' }, nonceErrors: { patterns: ['kraken'], rotateAfter: 3 }, ...pool };
-    const laptop = await daemon('laptop', pg.url(), { a: noisy, b: { ...bot, ...pool } }, { keys });
-    const vps = await daemon('vps', pg.url(), { a: noisy, b: { ...bot, ...pool } }, { keys });
-    expect((await laptop.req('POST', '/bots/a/start')).body.keyId).toBe('k1');
-    await waitFor(async () => (await laptop.req('GET', '/bots/a')).body.keyId === 'k2', { what: 'rotation to k2' });
+    const laptop = await daemon('laptop', pg.url(), { pga: noisy, pgb: { ...bot, ...pool } }, { keys });
+    const vps = await daemon('vps', pg.url(), { pga: noisy, pgb: { ...bot, ...pool } }, { keys });
+    expect((await laptop.req('POST', '/bots/pga/start')).body.keyId).toBe('k1');
+    await waitFor(async () => (await laptop.req('GET', '/bots/pga')).body.keyId === 'k2', { what: 'rotation to k2' });
     // On the other daemon k1 is cooling and k2 is leased: nothing is free for b.
     const k = (await vps.req('GET', '/keys')).body.keys as { id: string; state: string }[];
     expect(k).toEqual([expect.objectContaining({ id: 'k1', state: 'cooling' }), expect.objectContaining({ id: 'k2', state: 'leased' })]);
-    expect((await vps.req('POST', '/bots/b/start')).body.code).toBe('NO_FREE_KEY');
+    expect((await vps.req('POST', '/bots/pgb/start')).body.code).toBe('NO_FREE_KEY');
   });
 
   it('200 racing starts split over both daemons: exactly one 201 and never two processes', async () => {
@@ -113,11 +113,11 @@ describe('PostgreSQL leases across daemons', () => {
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
-        max = Math.max(max, taggedProcesses('a').length);
+        max = Math.max(max, taggedProcesses('pga').length);
         await new Promise((r) => setTimeout(r, 3));
       }
     })();
-    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 ? laptop : vps).req('POST', '/bots/a/start')));
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 ? laptop : vps).req('POST', '/bots/pga/start')));
     await new Promise((r) => setTimeout(r, 300));
     sampling = false;
     await sampler;
@@ -134,7 +134,7 @@ describe('PostgreSQL leases across daemons', () => {
       const vps = await daemon('vps');
       const events: { type: string; reason?: string; at: string }[] = [];
       laptop.events.subscribe((e) => events.push(e));
-      const started = await laptop.req('POST', '/bots/a/start');
+      const started = await laptop.req('POST', '/bots/pga/start');
       expect(started.status).toBe(201);
       const pid = started.body.pid as number;
 
@@ -145,9 +145,9 @@ describe('PostgreSQL leases across daemons', () => {
       let botDiedAt = 0;
       await waitFor(
         async () => {
-          max = Math.max(max, taggedProcesses('a').length);
+          max = Math.max(max, taggedProcesses('pga').length);
           if (!botDiedAt && !isAlive(pid, null)) botDiedAt = Date.now();
-          if (!vpsStartedAt && (await vps.req('POST', '/bots/a/start')).status === 201) vpsStartedAt = Date.now();
+          if (!vpsStartedAt && (await vps.req('POST', '/bots/pga/start')).status === 201) vpsStartedAt = Date.now();
           return vpsStartedAt;
         },
         { timeoutMs: 15_000, intervalMs: 50, what: 'vps taking the account over' },
@@ -161,7 +161,7 @@ describe('PostgreSQL leases across daemons', () => {
       const health = await laptop.req('GET', '/health');
       expect(health.status).toBe(503);
       expect(health.body.checks.find((c: { name: string }) => c.name === 'lock-backend').status).toBe('failing');
-      const refused = await laptop.req('POST', '/bots/a/start');
+      const refused = await laptop.req('POST', '/bots/pga/start');
       expect(refused.status).toBe(503);
       expect(refused.body.code).toBe('LOCK_BACKEND_UNAVAILABLE');
       expect(JSON.stringify(health.body) + refused.text).not.toContain('pg-test-secret-pw');
@@ -169,7 +169,7 @@ describe('PostgreSQL leases across daemons', () => {
       proxy.set('reset');
       proxy.set('pass');
       await waitFor(async () => (await laptop.req('GET', '/health')).status === 200, { timeoutMs: 10_000, what: 'laptop healthy again' });
-      expect((await laptop.req('POST', '/bots/a/start')).status).toBe(409); // vps holds it now
+      expect((await laptop.req('POST', '/bots/pga/start')).status).toBe(409); // vps holds it now
     } finally {
       for (const d of daemons.splice(0)) await d.close();
       await proxy.close();
@@ -184,10 +184,10 @@ describe('PostgreSQL leases across daemons', () => {
       const d = await daemon('laptop', pg.url(proxy.port));
       expect((await d.req('GET', '/bots')).status).toBe(200);
       expect((await d.req('GET', '/health')).status).toBe(503);
-      const r = await d.req('POST', '/bots/a/start');
+      const r = await d.req('POST', '/bots/pga/start');
       expect(r.status).toBe(503);
       expect(r.body.code).toBe('LOCK_BACKEND_UNAVAILABLE');
-      expect(taggedProcesses('a')).toEqual([]);
+      expect(taggedProcesses('pga')).toEqual([]);
     } finally {
       for (const d of daemons.splice(0)) await d.close();
       await proxy.close();
@@ -196,14 +196,14 @@ describe('PostgreSQL leases across daemons', () => {
 
   it('refuses a config whose stop budget cannot fit in the lease, showing the arithmetic', () => {
     expect(() =>
-      parseConfig({ lock: { backend: 'postgres', url: 'postgres://x@127.0.0.1/db', leaseMs: 5000, renewMs: 1000 }, accounts: { a: { command: ['x'], stop: { graceMs: 3000 } } } }, { baseDir: FIXTURES }),
+      parseConfig({ lock: { backend: 'postgres', url: 'postgres://x@127.0.0.1/db', leaseMs: 5000, renewMs: 1000 }, accounts: { pga: { command: ['x'], stop: { graceMs: 3000 } } } }, { baseDir: FIXTURES }),
     ).toThrow(/graceMs 3000 \+ kill 2000 \+ slack 1000 \+ 2 x renewMs 1000 = 8000 ms >= leaseMs 5000/);
   });
 });
 
 describe('daemon processes in PostgreSQL mode', () => {
   const cfg = (dir: string, name: string) =>
-    writeConfig(dir, { daemon: { name, scanIntervalMs: 200 }, lock: { backend: 'postgres', url: '${PGT_URL}', ...LOCK }, accounts: { a: bot } });
+    writeConfig(dir, { daemon: { name, scanIntervalMs: 200 }, lock: { backend: 'postgres', url: '${PGT_URL}', ...LOCK }, accounts: { pga: bot } });
 
   async function pair() {
     const d1 = tmpDir();
@@ -216,28 +216,28 @@ describe('daemon processes in PostgreSQL mode', () => {
 
   it('SIGKILL of a daemon: its bot dies within a second, and the other daemon takes over after expiry', async () => {
     const { laptop, lc, vc } = await pair();
-    const pid = (await lc.req('POST', '/bots/a/start')).body.pid as number;
+    const pid = (await lc.req('POST', '/bots/pga/start')).body.pid as number;
     expect(isAlive(pid, null)).toBe(true);
     laptop.child.kill('SIGKILL');
     const t0 = Date.now();
     await waitFor(() => !isAlive(pid, null), { timeoutMs: 1000, what: 'the bot dying with its daemon' });
     expect(Date.now() - t0).toBeLessThan(1000);
-    expect((await vc.req('POST', '/bots/a/start')).status).toBe(409);
-    const r = await waitFor(async () => ((await vc.req('POST', '/bots/a/start')).status === 201 ? true : null), { timeoutMs: 10_000, intervalMs: 100, what: 'vps after expiry' });
+    expect((await vc.req('POST', '/bots/pga/start')).status).toBe(409);
+    const r = await waitFor(async () => ((await vc.req('POST', '/bots/pga/start')).status === 201 ? true : null), { timeoutMs: 10_000, intervalMs: 100, what: 'vps after expiry' });
     expect(r).toBe(true);
-    expect(taggedProcesses('a')).toHaveLength(1);
+    expect(taggedProcesses('pga')).toHaveLength(1);
   });
 
   it('SIGSTOP of a daemon: the watchdog kills its bot, the other daemon takes over, and after SIGCONT nothing comes back', async () => {
     const { laptop, lc, vc } = await pair();
-    const pid = (await lc.req('POST', '/bots/a/start')).body.pid as number;
+    const pid = (await lc.req('POST', '/bots/pga/start')).body.pid as number;
     laptop.child.kill('SIGSTOP');
     try {
       let max = 0;
       await waitFor(
         async () => {
-          max = Math.max(max, taggedProcesses('a').length);
-          return (await vc.req('POST', '/bots/a/start')).status === 201;
+          max = Math.max(max, taggedProcesses('pga').length);
+          return (await vc.req('POST', '/bots/pga/start')).status === 201;
         },
         { timeoutMs: 12_000, intervalMs: 100, what: 'vps taking over from a frozen laptop' },
       );
@@ -247,8 +247,8 @@ describe('daemon processes in PostgreSQL mode', () => {
       laptop.child.kill('SIGCONT');
     }
     await new Promise((r) => setTimeout(r, 1500));
-    expect(taggedProcesses('a')).toHaveLength(1);
-    const a = (await lc.req('GET', '/bots/a')).body;
+    expect(taggedProcesses('pga')).toHaveLength(1);
+    const a = (await lc.req('GET', '/bots/pga')).body;
     expect(a.state).toBe('fatal');
     expect(a.pid).toBeNull();
   });

@@ -5,8 +5,9 @@
  * (clock_timestamp(), which moves inside a transaction), every grant bumps
  * the account's fencing token, rows are never deleted.
  *
- * Renewal and self-fencing: every `renewMs` one UPDATE extends all our
- * leases. Each held lease keeps a local monotonic fence deadline, measured
+ * Renewal and self-fencing: every `renewMs` one UPDATE extends exactly the
+ * (account, token) pairs this daemon holds (never every row with our holder id:
+ * a lease given up must run out). Each held lease keeps a local monotonic fence deadline, measured
  * from when the last successful renewal was *sent*:
  *   fenceAt = sent + leaseMs - (graceMs + kill + slack)
  * When it passes without a newer success, the lease is treated as lost and the
@@ -328,10 +329,19 @@ export class PgLockBackend implements LockBackend {
     const before = new Map(this.held);
     try {
       await this.ensureMigrated();
-      const r = await this.pool.query<{ account: string; token: string }>(
-        `UPDATE botwarden_account_leases SET expires_at = clock_timestamp() + make_interval(secs => $2::float8 / 1000) WHERE holder_id = $1 AND ${LIVE} RETURNING account, token`,
-        [this.o.holderId, this.o.leaseMs],
-      );
+      // Exactly the (account, token) pairs we hold: a lease given up (fenced, or released while the
+      // database was unreachable) is never extended again and runs out on the database clock.
+      const pairs = [...before];
+      const r =
+        pairs.length === 0
+          ? { rows: [] }
+          : await this.pool.query<{ account: string; token: string }>(
+              `UPDATE botwarden_account_leases l SET expires_at = clock_timestamp() + make_interval(secs => $2::float8 / 1000)
+                 FROM unnest($3::text[], $4::bigint[]) AS h(account, token)
+                WHERE l.account = h.account AND l.token = h.token AND l.holder_id = $1 AND l.expires_at > clock_timestamp()
+                RETURNING l.account, l.token`,
+              [this.o.holderId, this.o.leaseMs, pairs.map(([a]) => a), pairs.map(([, h]) => h.token)],
+            );
       const renewed = new Set(r.rows.map((x) => `${x.account}:${Number(x.token)}`));
       for (const [account, h] of before) {
         if (this.held.get(account) !== h) continue; // released or re-granted meanwhile

@@ -1,0 +1,95 @@
+/**
+ * PostgreSQL mode under the faults of issue 20: a database blip longer than the
+ * fence budget, a peer stuck in a transaction holding a row lock, two daemons
+ * sharing a name and a hostname, a machine that slept, a dead watchdog, and a
+ * fence that waits behind a running stop. Real database, real processes; only
+ * the boot clock is injected (for the simulated wake).
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { fixture, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, waitFor, type TestDaemon } from './helper.js';
+import { CutProxy, startPostgres, type TestPg } from './pg-helper.js';
+
+let db: TestPg;
+const daemons: TestDaemon[] = [];
+const proxies: CutProxy[] = [];
+const LOCK = { leaseMs: 5000, renewMs: 500 };
+const bot = { command: fixture('bot.js'), startMs: 100, stop: { graceMs: 500 }, restart: { policy: 'never' } };
+/** What the tests measured, printed at the end (docs/operations.md's failure table). */
+const figures: Record<string, number> = {};
+
+beforeAll(async () => {
+  db = await startPostgres();
+}, 60_000);
+afterAll(async () => {
+  await db?.stop();
+  console.log('pg-faults figures (ms):', JSON.stringify(figures));
+});
+afterEach(async () => {
+  for (const d of daemons.splice(0)) await d.close();
+  for (const p of proxies.splice(0)) await p.close();
+  await waitFor(() => taggedProcesses().length === 0, { timeoutMs: 3000, what: 'bots gone' }).catch(() => undefined);
+  expect(sweepLeftovers()).toEqual([]);
+});
+
+type Accounts = Record<string, Record<string, unknown>>;
+
+async function daemon(name: string, url: string, accounts: Accounts, opts: Parameters<typeof startTestDaemon>[1] & { scanIntervalMs?: number } = {}): Promise<TestDaemon> {
+  const { scanIntervalMs = 200, ...rest } = opts;
+  const d = await startTestDaemon(makeConfig({ daemon: { name, scanIntervalMs }, lock: { backend: 'postgres', url, ...LOCK }, accounts }), rest);
+  daemons.push(d);
+  return d;
+}
+
+async function proxy(): Promise<CutProxy> {
+  const p = new CutProxy(db.port);
+  await p.listen();
+  proxies.push(p);
+  return p;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls starts on `d` until one is 201; returns when (Date.now()). */
+async function takeOver(d: TestDaemon, account: string, timeoutMs: number): Promise<number> {
+  return waitFor(async () => ((await d.req('POST', `/bots/${account}/start`)).status === 201 ? Date.now() : null), {
+    timeoutMs,
+    intervalMs: 50,
+    what: `${account} granted to the other daemon`,
+  });
+}
+
+describe('PostgreSQL leases under faults (issue 20)', () => {
+  it('leases given up during a blip (a fence, a release that failed) run out: the other daemon gets them after expiry', async () => {
+    const px = await proxy();
+    const accounts = { pga: bot, pgb: bot };
+    // No stale-lock sweep on the laptop during the test (it would release its dead bots' rows once
+    // the database is back): what is checked is that the renewals themselves let the leases go.
+    const laptop = await daemon('laptop', db.url(px.port), accounts, { scanIntervalMs: 60_000 });
+    const vps = await daemon('vps', db.url(), accounts);
+    const events: { type: string; account?: string; reason?: string }[] = [];
+    laptop.events.subscribe((e) => events.push(e));
+    expect((await laptop.req('POST', '/bots/pga/start')).status).toBe(201);
+    expect((await laptop.req('POST', '/bots/pgb/start')).status).toBe(201);
+
+    // Longer than the fence budget (5000 - 500 - 2000 - 1000 = 1500 ms), shorter than the lease.
+    px.set('blackhole');
+    const cutAt = Date.now();
+    // pgb is stopped during the blip: its release cannot reach the database.
+    expect((await laptop.req('POST', '/bots/pgb/stop')).status).toBe(200);
+    await waitFor(() => events.some((e) => e.type === 'bot.stopping' && e.account === 'pga' && e.reason === 'fence'), { timeoutMs: 4000, what: 'pga fenced' });
+    await sleep(Math.max(0, cutAt + 2500 - Date.now()));
+    px.set('reset');
+    px.set('pass');
+    await waitFor(async () => (await laptop.req('GET', '/health')).status === 200, { timeoutMs: 5000, what: 'laptop renewing again' });
+
+    // Both leases run out on the database clock (about leaseMs after the last renewal before the cut).
+    const [a, b] = await Promise.all([takeOver(vps, 'pga', 8000), takeOver(vps, 'pgb', 8000)]);
+    figures.blipFencedTakenOverMs = a - cutAt;
+    figures.blipReleaseFailedTakenOverMs = b - cutAt;
+    expect(a - cutAt).toBeLessThan(LOCK.leaseMs + 1500);
+    expect(b - cutAt).toBeLessThan(LOCK.leaseMs + 1500);
+    expect(taggedProcesses('pga')).toHaveLength(1);
+    expect(taggedProcesses('pgb')).toHaveLength(1);
+  });
+});
+
