@@ -93,7 +93,8 @@ program
   .argument('<account>')
   .description("stop an account's bot: its stop signal, grace, then SIGKILL of the whole tree")
   .option('--grace <ms>', 'grace period in ms (default: the account stop.graceMs)', int('--grace'))
-  .action(client((c, o, a: string, opts: { grace?: number }) => cmd.stop(c, o, a, opts.grace)));
+  .option('--force', 'SIGKILL now (grace 0), cutting short a stop already under way')
+  .action(client((c, o, a: string, opts: { grace?: number; force?: boolean }) => cmd.stop(c, o, a, opts.grace, opts.force === true)));
 
 program
   .command('restart')

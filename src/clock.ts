@@ -7,12 +7,16 @@ export interface TimerHandle {
 }
 
 export interface Clock {
+  /** Wall-clock ms since the epoch: for timestamps only, never for a deadline (it can step). */
   now(): number;
+  /** Monotonic ms: what every deadline (grace, kill wait) is measured on. */
+  mono(): number;
   setTimeout(fn: () => void, ms: number): TimerHandle;
 }
 
 export const realClock: Clock = {
   now: () => Date.now(),
+  mono: () => performance.now(),
   setTimeout(fn, ms) {
     const t = setTimeout(fn, ms);
     t.unref();
@@ -36,6 +40,10 @@ export class ManualClock implements Clock {
   }
 
   now(): number {
+    return this.t;
+  }
+
+  mono(): number {
     return this.t;
   }
 

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   UNKNOWN_ACCOUNT: 404,
   UNKNOWN_ALERT: 404,
   ACCOUNT_LOCKED: 409,
+  ACCOUNT_RUNNING: 409,
   DUPLICATE_RUNNING: 409,
   NO_FREE_KEY: 409,
   BODY_TOO_LARGE: 413,
@@ -76,6 +77,13 @@ export const Errors = {
       { lock },
     );
   },
+  accountRunning: (accounts: string[]) =>
+    new BotwardenError(
+      'ACCOUNT_RUNNING',
+      `The new config drops or renames ${accounts.length === 1 ? 'an account whose bot runs' : 'accounts whose bots run'}: ${accounts.map((a) => `'${a}'`).join(', ')}. ` +
+        'A bot must not lose its lock and key while it trades: stop it first, then reload. Nothing was changed.',
+      { accounts },
+    ),
   duplicateRunning: (account: string, pids: number[]) =>
     new BotwardenError('DUPLICATE_RUNNING', `Account '${account}' has copies running that botwarden did not start (pid ${pids.join(', ')}); its duplicates policy is 'report', so nothing was started. Stop them first.`, { pids }),
   noFreeKey: (account: string, pool: string[]) =>

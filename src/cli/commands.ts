@@ -33,8 +33,9 @@ export async function start(c: Client, out: Out, account: string): Promise<void>
   out.write(out.json ? json(body) : `${account}: ${paint(body.state, body.state, useColor())} (pid ${body.pid}${body.keyId ? `, key ${body.keyId}` : ''})\n`);
 }
 
-export async function stop(c: Client, out: Out, account: string, graceMs?: number): Promise<void> {
-  const { body } = await c.call<BotView>('POST', `/bots/${encodeURIComponent(account)}/stop`, graceMs === undefined ? undefined : { graceMs });
+export async function stop(c: Client, out: Out, account: string, graceMs?: number, force = false): Promise<void> {
+  const req = force ? { force: true } : graceMs === undefined ? undefined : { graceMs };
+  const { body } = await c.call<BotView>('POST', `/bots/${encodeURIComponent(account)}/stop`, req);
   out.write(out.json ? json(body) : `${account}: ${paint(body.state, body.state, useColor())} (last exit: ${exitText(body)})\n`);
 }
 

@@ -30,6 +30,7 @@ export const Bot = Type.Object(
     name: Type.String(),
     broker: Type.String(),
     brokerUsername: Type.String(),
+    configured: Type.Boolean({ description: 'false: the account left the config while its bot ran; stoppable, never restarted' }),
     state: Type.Unsafe<(typeof BOT_STATES)[number]>({ type: 'string', enum: [...BOT_STATES] }),
     pid: OrNull(Type.Integer()),
     instanceId: OrNull(Type.String()),
@@ -70,7 +71,13 @@ export function errorResponses(codes: Record<number, string[]>) {
 }
 
 export const StopBody = Type.Union([
-  Type.Object({ graceMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })) }, { additionalProperties: false }),
+  Type.Object(
+    {
+      graceMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })),
+      force: Type.Optional(Type.Boolean({ description: 'grace 0: SIGKILL now, cutting short any stop under way' })),
+    },
+    { additionalProperties: false },
+  ),
   Type.Null(),
 ]);
 

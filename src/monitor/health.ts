@@ -106,15 +106,21 @@ export class HealthService {
     const bots: Record<string, number> = { total: 0 };
     for (const s of BOT_STATES) bots[s] = 0;
     const troubled: string[] = [];
+    const unkillable: string[] = [];
     for (const b of this.deps.supervisor.all()) {
       bots.total = (bots.total ?? 0) + 1;
       bots[b.state] = (bots[b.state] ?? 0) + 1;
-      if (b.state === 'backoff' || b.state === 'fatal') troubled.push(`${b.id} ${b.state}`);
+      const u = b.unkillable;
+      if (u) unkillable.push(`${b.id} pid ${u.pid} survived SIGKILL (uninterruptible sleep or another user's process?)`);
+      else if (b.state === 'backoff' || b.state === 'fatal') troubled.push(`${b.id} ${b.state}`);
     }
+    // SPEC 14.7: a tree that outlived SIGKILL is said, not hidden: failing, naming it.
     checks.push(
-      troubled.length === 0
-        ? { name: 'bots', status: 'ok', detail: 'no bot in backoff or fatal' }
-        : { name: 'bots', status: 'degraded', detail: troubled.join(', ') },
+      unkillable.length > 0
+        ? { name: 'bots', status: 'failing', detail: [...unkillable, ...troubled].join(', ') }
+        : troubled.length === 0
+          ? { name: 'bots', status: 'ok', detail: 'no bot in backoff or fatal' }
+          : { name: 'bots', status: 'degraded', detail: troubled.join(', ') },
     );
     try {
       const since = new Date((this.deps.now?.() ?? Date.now()) - NONCE_WINDOW_MS).toISOString();

@@ -21,12 +21,25 @@ export interface ProcStat {
 // made a scan of /proc cost about twice as much.
 const BUF = Buffer.allocUnsafe(256 * 1024);
 
+/**
+ * Why the last readProcFile failed: true when the process does not exist (ENOENT, ESRCH), false
+ * for anything else (EMFILE, EACCES, ...), which says nothing about the process.
+ */
+let lastReadGone = true;
+
+/** Only "no such file" and "no such process" mean a process is gone (SPEC 14.4). */
+export function isGoneError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ESRCH';
+}
+
 /** Reads a small /proc file into the shared buffer; returns its length, or -1 when unreadable. */
 function readProcFile(file: string): number {
   let fd: number;
   try {
     fd = openSync(file, 'r');
-  } catch {
+  } catch (err) {
+    lastReadGone = isGoneError(err);
     return -1;
   }
   try {
@@ -36,7 +49,8 @@ function readProcFile(file: string): number {
       if (got <= 0 || n + got >= BUF.length) return n + Math.max(0, got);
       n += got;
     }
-  } catch {
+  } catch (err) {
+    lastReadGone = isGoneError(err);
     return -1;
   } finally {
     closeSync(fd);
@@ -85,7 +99,10 @@ export function startTicksOf(pid: number): number | null {
  */
 export function isAlive(pid: number, startTicks: number | null): boolean {
   const st = readStat(pid);
-  if (!st || st.state === 'Z' || st.state === 'X') return false;
+  // A read that failed for another reason than "no such process" (EMFILE, EACCES) proves
+  // nothing: the process counts as alive, so no lock is ever released on a guess (SPEC 14.4).
+  if (!st) return !lastReadGone;
+  if (st.state === 'Z' || st.state === 'X') return false;
   return startTicks === null || st.startTicks === startTicks;
 }
 
@@ -302,7 +319,12 @@ export function instanceProcesses(inst: { id: string; pgid: number; startTicks: 
     if (st.startTicks < from || seen.has(st.pid)) continue;
     seen.add(st.pid);
     const now = readStat(st.pid);
-    if (now && now.startTicks === st.startTicks && now.state !== 'Z' && now.state !== 'X') out.push(now);
+    if (now === null) {
+      // Unreadable for another reason than "gone": it counts as alive (SPEC 14.4).
+      if (!lastReadGone) out.push(st);
+      continue;
+    }
+    if (now.startTicks === st.startTicks && now.state !== 'Z' && now.state !== 'X') out.push(now);
   }
   return out;
 }
@@ -330,8 +352,9 @@ export function openStatHandle(pid: number, startTicks: number | null): StatHand
       const n = readSync(fd, buf, 0, buf.length, 0);
       const close = buf.lastIndexOf(0x29, n); // ')'
       return close > 0 && close + 2 < n ? String.fromCharCode(buf[close + 2]!) : null;
-    } catch {
-      return null;
+    } catch (err) {
+      // ESRCH: reaped. Any other failure proves nothing: still alive (SPEC 14.4).
+      return isGoneError(err) ? null : '?';
     }
   };
   const st = readStat(pid);

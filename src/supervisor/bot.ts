@@ -11,10 +11,11 @@ import type { LockRow } from '../db/locks.js';
 import type { BotRow, LastExit } from '../db/registry.js';
 import { Errors, isBotwardenError } from '../errors.js';
 import { endInstance, launchInstance, type LiveInstance } from './instance.js';
-import { AccountLease } from './lease.js';
+import { AccountLease, instanceLives } from './lease.js';
 import { BotOutput } from './output.js';
 import { afterExit, backoffDelay } from './policy.js';
 import type { ExitStatus } from './spawn.js';
+import { Grace } from './terminate.js';
 import { BotMachine } from './machine.js';
 import { ACTIVE_STATES, type BotState, type FatalReason, type StopReason } from './states.js';
 import type { BotDeps, BotView } from './types.js';
@@ -22,9 +23,28 @@ import type { BotDeps, BotView } from './types.js';
 export type { LiveInstance } from './instance.js';
 export type { BotDeps, BotView } from './types.js';
 
+/** How often a tree that outlived SIGKILL is looked at again. */
+const REMAINS_POLL_MS = 1000;
+
+/** A process group the watchdog (PostgreSQL mode) must kill if the daemon freezes. */
+export interface ProcessTree {
+  pgid: number;
+  startTicks: number | null;
+}
+
 export class BotController extends BotMachine {
   private proc: LiveInstance | null = null;
   private launching: string | null = null;
+  /** The process from its spawn (before its lock records it) until its whole tree is gone. */
+  private spawned: ProcessTree | null = null;
+  /** A tree that outlived SIGKILL: the lock stays until it is gone (SPEC 14.7). */
+  private remains: LiveInstance | null = null;
+  /** The grace of the stop under way: a later, harder stop cuts it short (SPEC 14.6). */
+  private grace: Grace | null = null;
+  /** Automatic starts refused in a row by the start gate (a copy runs, `duplicates: report`). */
+  private gateRefusals = 0;
+  /** False for a bot whose account left the config while it ran (SPEC 14.3): stoppable, never restarted. */
+  configured = true;
   private readonly lease: AccountLease;
   private restarts = 0;
   private quickFailures = 0;
@@ -49,6 +69,16 @@ export class BotController extends BotMachine {
   /** The instance being spawned right now (its process may exist before `live` is set). */
   get launchingInstance(): string | null { return this.launching; }
   get lockToken(): number | null { return this.lease.token; }
+  /** The bot's process tree from its spawn until it is gone, also while a stop or fence runs. */
+  get tree(): ProcessTree | null {
+    const p = this.proc ?? this.remains;
+    return p ? { pgid: p.pgid, startTicks: p.startTicks } : this.spawned;
+  }
+  /** A tree that outlived SIGKILL and still holds the account (SPEC 14.7). */
+  get unkillable(): { pid: number; instanceId: string } | null {
+    const r = this.remains;
+    return r ? { pid: r.pid, instanceId: r.instanceId } : null;
+  }
   get logPath(): string { return path.join(this.deps.logsDir, `${this.account.id}.log`); }
 
   protected record(state: BotState): BotRow {
@@ -60,8 +90,8 @@ export class BotController extends BotMachine {
     const p = this.proc;
     const b = this.output.breaker;
     const nonceErrors = { inWindow: b.inWindow(), total: b.total };
-    return { account: id, name, broker, brokerUsername, state: this.current, pid: p?.pid ?? null, instanceId: p?.instanceId ?? null, startedAt: p?.startedAt ?? null,
-      restarts: this.restarts, keyId: this.lease.keyId, lastExit: this.lastExit, nonceErrors, lock: this.lease.facts(p) };
+    return { account: id, name, broker, brokerUsername, configured: this.configured, state: this.current, pid: p?.pid ?? null, instanceId: p?.instanceId ?? null, startedAt: p?.startedAt ?? null,
+      restarts: this.restarts, keyId: this.lease.keyId, lastExit: this.lastExit, nonceErrors, lock: this.lease.facts(p ?? this.remains) };
   }
 
   // ---- boot --------------------------------------------------------------
@@ -111,15 +141,22 @@ export class BotController extends BotMachine {
     });
   }
 
-  stop(opts: { reason?: StopReason; graceMs?: number } = {}): Promise<BotView> {
+  /**
+   * A stop with a smaller `graceMs` than the stop under way, or `force` (grace 0), cuts that stop
+   * short at once; every pending stop answers once the tree is gone (SPEC 14.6).
+   */
+  stop(opts: { reason?: StopReason; graceMs?: number; force?: boolean } = {}): Promise<BotView> {
+    const graceMs = opts.force ? 0 : opts.graceMs;
+    this.escalate(graceMs);
     return this.serialize(async () => {
-      await this.stopNow(opts.reason ?? 'request', opts.graceMs);
+      await this.stopNow(opts.reason ?? 'request', graceMs);
       return this.view();
     });
   }
 
   restart(opts: { graceMs?: number } = {}): Promise<BotView> {
     if (this.current === 'stopping') this.assertStartable();
+    if (!this.configured) throw Errors.unknownAccount(this.id);
     return this.serialize(async () => {
       await this.stopNow('request', opts.graceMs);
       await this.freshStart();
@@ -132,16 +169,20 @@ export class BotController extends BotMachine {
    * until a new grant. RUNNING/STARTING -> STOPPING -> FATAL (lease-lost); BACKOFF -> FATAL.
    */
   fence(token: number): Promise<void> {
+    // A stop under way with a longer grace than the fence budget allows is cut to the account's own.
+    if (this.lease.token === token) this.escalate(this.account.stop.graceMs);
     return this.serialize(async () => {
       if (this.lease.token !== token) return;
       this.lease.forget();
       this.cancelTimer();
       const inst = this.proc;
+      let gone = true;
       if (inst && (this.current === 'running' || this.current === 'starting')) {
         this.changeState('stopping', { reason: 'fence', pid: inst.pid });
-        await this.end(inst, this.account.stop.graceMs);
+        gone = await this.end(inst, this.account.stop.graceMs);
       }
-      if (this.current !== 'fatal') this.changeState('fatal', { reason: 'lease-lost' satisfies FatalReason });
+      if (this.current !== 'fatal') this.changeState('fatal', { reason: (gone ? 'lease-lost' : 'unkillable') satisfies FatalReason });
+      if (!gone && inst) this.watchRemains(inst);
     });
   }
 
@@ -164,7 +205,7 @@ export class BotController extends BotMachine {
     const from = this.lease.keyId;
     this.cancelTimer();
     this.changeState('stopping', { reason: 'rotation' satisfies StopReason, pid: inst.pid, keyId: from });
-    await this.end(inst, this.account.stop.graceMs);
+    if (!(await this.end(inst, this.account.stop.graceMs))) return this.holdUnkillable(inst);
     const now = this.deps.clock.now();
     const coolUntil = now + this.account.nonceErrors.cooldownMs;
     const to = await this.lease.rotateKey(coolUntil, now);
@@ -176,28 +217,68 @@ export class BotController extends BotMachine {
       return;
     }
     this.restarts++;
-    await this.launch();
+    await this.launch(true);
   }
 
   // ---- internals -------------------------------------------------------
 
   private assertStartable(): void {
-    if (ACTIVE_STATES.has(this.current)) throw Errors.accountLocked(this.account.name, this.account.brokerUsername, this.lease.facts(this.proc));
+    if (ACTIVE_STATES.has(this.current) || this.remains) throw Errors.accountLocked(this.account.name, this.account.brokerUsername, this.lease.facts(this.proc ?? this.remains));
+  }
+
+  /** A stop asked for while another runs: a shorter grace (or force, 0) cuts the running one short. */
+  private escalate(graceMs: number | undefined): void {
+    if (graceMs !== undefined && this.grace?.shorten(graceMs)) this.log.warn({ graceMs }, 'stop escalated: the stop under way is cut short');
   }
 
   private async freshStart(): Promise<void> {
+    if (!this.configured) throw Errors.unknownAccount(this.id);
     this.assertStartable();
+    // The start gate of a requested start runs before the lock is taken: a refusal changes nothing.
     await this.deps.beforeStart(this.account);
     this.assertStartable();
     await this.lease.acquire({ nowMs: this.deps.clock.now() });
     this.output.breaker.reset();
     this.restarts = 0;
     this.quickFailures = 0;
-    await this.launch();
+    this.gateRefusals = 0;
+    await this.launch(false);
   }
 
-  /** Spawns a new instance under the lock we hold. STOPPED/FATAL/BACKOFF/STOPPING -> STARTING. */
-  private async launch(): Promise<void> {
+  /**
+   * SPEC 14.5: an automatic start (restart policy, rotation, recovery) passes the same start gate
+   * as a requested one. A copy alive with `duplicates: report`: nothing is spawned, the bot waits
+   * in BACKOFF (lock kept) and goes FATAL (`duplicate`) after maxRestarts refusals. False: refused.
+   */
+  private async passGate(): Promise<boolean> {
+    try {
+      await this.deps.beforeStart(this.account);
+      return true;
+    } catch (err) {
+      if (!isBotwardenError(err) || err.code !== 'DUPLICATE_RUNNING') throw err;
+      this.gateRefusals++;
+      const pids = err.details.pids;
+      if (this.gateRefusals > this.account.restart.maxRestarts) {
+        await this.lease.release();
+        // BACKOFF/STOPPING -> FATAL: a copy kept running through every try.
+        this.changeState('fatal', { reason: 'duplicate' satisfies FatalReason, pids, message: err.message });
+      } else this.enterBackoff(this.gateRefusals, { reason: 'duplicate', pids });
+      return false;
+    }
+  }
+
+  /**
+   * Spawns a new instance under the lock we hold. STOPPED/FATAL/BACKOFF/STOPPING -> STARTING.
+   * `gated`: an automatic start, which passes the start gate here (a requested one passed it before
+   * taking the lock).
+   */
+  private async launch(gated: boolean): Promise<void> {
+    if (gated && !this.configured) {
+      await this.lease.release();
+      this.changeState('stopped', { reason: 'unconfigured' });
+      return;
+    }
+    if (gated && !(await this.passGate())) return;
     const a = this.account;
     const keyId = this.lease.keyId;
     const env = { ...this.deps.baseEnv(), ...a.env, ...(keyId !== null ? this.deps.keyEnv(a, keyId) : {}) };
@@ -207,9 +288,10 @@ export class BotController extends BotMachine {
     const instanceId = randomUUID();
     this.launching = instanceId;
     try {
-      inst = await launchInstance(this.deps, this.lease, { instanceId, account: a, keyId, logPath: this.logPath, env });
+      inst = await launchInstance(this.deps, this.lease, { instanceId, account: a, keyId, logPath: this.logPath, env, onSpawned: (p) => (this.spawned = { pgid: p.pgid, startTicks: p.startTicks }) });
     } catch (err) {
       this.launching = null;
+      this.spawned = null;
       await this.lease.release();
       const message = (err as Error).message;
       const leaseLost = isBotwardenError(err) && err.code === 'LOCK_BACKEND_UNAVAILABLE';
@@ -232,6 +314,7 @@ export class BotController extends BotMachine {
         // STARTING -> RUNNING: alive for startMs.
         if (this.proc === inst && this.current === 'starting') {
           this.quickFailures = 0;
+          this.gateRefusals = 0;
           this.changeState('running', { pid: inst.pid });
         }
       }, this.account.startMs);
@@ -248,8 +331,9 @@ export class BotController extends BotMachine {
     if (this.proc !== inst) return; // a stop got there first
     this.cancelTimer();
     const wasStarting = this.current === 'starting';
-    // The leader is gone; whatever it left behind (workers, setsid grandchildren) goes too.
-    await this.end(inst, this.account.stop.graceMs, status);
+    // The leader is gone; whatever it left behind (workers, setsid grandchildren) goes too, before
+    // anything restarts (SPEC 14.4).
+    if (!(await this.end(inst, this.account.stop.graceMs, status))) return this.holdUnkillable(inst);
     const next = afterExit({ wasStarting, quickFailures: this.quickFailures, code: status.code, signal: status.signal }, this.account.restart);
     this.quickFailures = next.quickFailures;
     if (next.kind === 'backoff') return this.enterBackoff(next.attempt);
@@ -258,16 +342,16 @@ export class BotController extends BotMachine {
     else this.changeState('stopped', { reason: 'exited' });
   }
 
-  private enterBackoff(attempt: number): void {
+  private enterBackoff(attempt: number, fields: Record<string, unknown> = {}): void {
     const delayMs = backoffDelay(this.account.restart, attempt);
-    this.changeState('backoff', { delayMs, attempt });
+    this.changeState('backoff', { delayMs, attempt, ...fields });
     this.timer = this.deps.clock.setTimeout(() => {
       this.timer = null;
       this.serialize(async () => {
         if (this.current !== 'backoff') return;
         this.restarts++;
-        // BACKOFF -> STARTING
-        await this.launch();
+        // BACKOFF -> STARTING, through the start gate
+        await this.launch(true);
       }).catch((err: unknown) => this.log.warn({ err }, 'restart failed'));
     }, delayMs);
   }
@@ -292,7 +376,7 @@ export class BotController extends BotMachine {
         this.cancelTimer();
         // STARTING/RUNNING -> STOPPING
         this.changeState('stopping', { reason, pid: inst.pid });
-        await this.end(inst, graceMs ?? this.account.stop.graceMs);
+        if (!(await this.end(inst, graceMs ?? this.account.stop.graceMs))) return this.holdUnkillable(inst);
         await this.lease.release();
         // STOPPING -> STOPPED: the process and its tree are gone.
         this.changeState('stopped', { reason });
@@ -300,11 +384,45 @@ export class BotController extends BotMachine {
     }
   }
 
-  /** Ends the instance's tree and forgets it: the exit is recorded, the output read to its end. */
-  private async end(inst: LiveInstance, graceMs: number, known?: ExitStatus): Promise<void> {
-    const { status, forced, at } = await endInstance(this.deps, this.account, inst, { graceMs, ...(known ? { known } : {}) });
-    this.lastExit = { code: status.code, signal: status.signal, at, forced };
-    if (this.proc === inst) this.proc = null;
-    this.output.unfollow();
+  /**
+   * Ends the instance's tree and forgets it: the exit is recorded, the output read to its end.
+   * False when part of the tree outlived SIGKILL: the caller keeps the lock (SPEC 14.7).
+   */
+  private async end(inst: LiveInstance, graceMs: number, known?: ExitStatus): Promise<boolean> {
+    const grace = new Grace(this.deps.clock, graceMs);
+    this.grace = grace;
+    try {
+      const { status, forced, gone, at } = await endInstance(this.deps, this.account, inst, { grace, ...(known ? { known } : {}) });
+      this.lastExit = { code: status.code, signal: status.signal, at, forced };
+      if (this.proc === inst) this.proc = null;
+      this.output.unfollow();
+      if (gone) this.spawned = null;
+      else this.remains = inst;
+      return gone;
+    } finally {
+      if (this.grace === grace) this.grace = null;
+    }
+  }
+
+  /** STOPPING/RUNNING/STARTING -> FATAL (unkillable): the lock stays until the tree is gone. */
+  private holdUnkillable(inst: LiveInstance): void {
+    this.log.error({ pid: inst.pid, instanceId: inst.instanceId }, 'part of the bot outlived SIGKILL by 5 s: its lock and key stay held until it is gone');
+    this.changeState('fatal', { reason: 'unkillable' satisfies FatalReason, pid: inst.pid, instanceId: inst.instanceId });
+    this.watchRemains(inst);
+  }
+
+  /** Looks at an unkillable tree every second; once it is gone, the lock goes too. */
+  private watchRemains(inst: LiveInstance): void {
+    this.deps.clock.setTimeout(() => {
+      if (this.remains !== inst) return;
+      if (instanceLives({ instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks })) return this.watchRemains(inst);
+      this.serialize(async () => {
+        if (this.remains !== inst) return;
+        this.remains = null;
+        this.spawned = null;
+        this.log.warn({ pid: inst.pid }, 'the unkillable tree is gone at last: lock released');
+        await this.lease.release();
+      }).catch((err: unknown) => this.log.error({ err }, 'releasing the lock of a tree that went away failed'));
+    }, REMAINS_POLL_MS);
   }
 }

@@ -10,7 +10,7 @@ import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
 import type { AccountLease } from './lease.js';
 import type { ExitStatus, SpawnFn } from './spawn.js';
-import { terminate } from './terminate.js';
+import { Grace, terminate } from './terminate.js';
 
 /** A live process of this bot. Adopted ones (not our children) get `exited` from a poll. */
 export interface LiveInstance {
@@ -46,6 +46,8 @@ export interface Launch {
   keyId: string | null;
   logPath: string;
   env: Record<string, string>;
+  /** Told as soon as the process exists, before its lock records it (the watchdog lists it from then on). */
+  onSpawned?: (p: { pid: number; pgid: number; startTicks: number | null }) => void;
 }
 
 /** Spawns under the lease we hold: the instance row is written before the spawn, the pid after. */
@@ -68,13 +70,14 @@ export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: La
     d.registry.markExited(instanceId, { code: null, signal: null, forced: false, endedAt: startedAt });
     throw err;
   }
+  l.onSpawned?.(spawned);
   d.registry.markSpawned(instanceId, spawned.pid, spawned.startTicks, spawned.pgid);
   const inst: LiveInstance = { instanceId, pid: spawned.pid, pgid: spawned.pgid, startTicks: spawned.startTicks, startedAt, keyId: l.keyId, logPath: l.logPath, exited: spawned.exited, logStart: spawned.logStart };
   try {
     await lease.attach({ instanceId, pid: inst.pid, startTicks: inst.startTicks });
   } catch (err) {
     // The lock could not record the process: it must not run unrecorded.
-    await endInstance(d, l.account, inst, { graceMs: 0 });
+    await endInstance(d, l.account, inst, { grace: 0 });
     throw err;
   }
   return inst;
@@ -83,6 +86,8 @@ export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: La
 export interface Ended {
   status: ExitStatus;
   forced: boolean;
+  /** False: some process of the tree outlived SIGKILL (SPEC 14.7); its lock must stay. */
+  gone: boolean;
   at: string;
 }
 
@@ -91,13 +96,13 @@ export interface Ended {
  * leader's status when it already exited; otherwise it follows at once for our spawner's child (a poll for
  * adopted bots).
  */
-export async function endInstance(d: InstanceDeps, account: Account, inst: LiveInstance, o: { graceMs: number; known?: ExitStatus }): Promise<Ended> {
+export async function endInstance(d: InstanceDeps, account: Account, inst: LiveInstance, o: { grace: Grace | number; known?: ExitStatus }): Promise<Ended> {
   // What led here (a `stopping` state) is committed before the signal leaves.
   await d.events.durable();
-  const { forced } = await terminate(
+  const { forced, gone } = await terminate(
     { instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks, exited: inst.exited, ...(inst.hurry ? { hurry: inst.hurry } : {}) },
     account.stop.signal,
-    o.graceMs,
+    typeof o.grace === 'number' ? new Grace(d.clock, o.grace) : o.grace,
     d.clock,
   );
   const unknown: ExitStatus = { code: null, signal: forced ? 'SIGKILL' : null };
@@ -107,5 +112,5 @@ export async function endInstance(d: InstanceDeps, account: Account, inst: LiveI
   d.events.emit('bot.exited', { account: account.id, pid: inst.pid, instanceId: inst.instanceId, code: status.code, signal: status.signal, forced }, () =>
     d.registry.markExited(inst.instanceId, { code: status.code, signal: status.signal, forced, endedAt: at }),
   );
-  return { status, forced, at };
+  return { status, forced, gone, at };
 }

@@ -9,14 +9,28 @@ import type { Account } from '../config/schema.js';
 import type { LockBackend, LockRow } from '../db/locks.js';
 import { Errors, isBotwardenError, isDiskFull, LockBackendError, type LockFacts } from '../errors.js';
 import type { EventStore } from '../events/store.js';
-import { isAlive } from '../proc/procfs.js';
+import { instanceProcesses, isAlive } from '../proc/procfs.js';
 
 /**
- * A lock row is stale when its process is dead or its pid now belongs to another process
- * (start time differs), or when it never got a process and belongs to another daemon.
+ * True while any process of the instance lives: its leader, a member of its process group, or
+ * any process carrying its BOTWARDEN_INSTANCE (SPEC 14.4). A /proc read that fails for another
+ * reason than "no such process" counts as alive.
+ */
+export function instanceLives(i: { instanceId: string | null; pid: number | null; pgid?: number | null; startTicks: number | null }): boolean {
+  if (i.pid !== null && isAlive(i.pid, i.startTicks)) return true;
+  if (i.instanceId === null) return false;
+  // A bot leads its own group (pgid = pid); unknown pid: only the marker can tell.
+  return instanceProcesses({ id: i.instanceId, pgid: i.pgid ?? i.pid ?? -1, startTicks: i.startTicks }).length > 0;
+}
+
+/**
+ * The one stale-lock rule (the start, the periodic sweep and the boot reconcile all ask it): a
+ * lock row is stale when no process of its instance lives (a reused pid is not its process), or
+ * when it never got a process and belongs to another daemon.
  */
 export function isStaleLock(row: LockRow, ownHolder: string): boolean {
-  return row.pid === null ? row.holder !== ownHolder : !isAlive(row.pid, row.startTicks);
+  if (row.pid === null && row.holder === ownHolder) return false;
+  return !instanceLives(row);
 }
 
 export interface LeaseDeps {

@@ -1,9 +1,11 @@
 /**
  * Boot: make the registry true again before serving. Every instance the last
  * daemon left "live" is checked against /proc (pid + start time, zombies are
- * dead): alive => adopted (same pid, running, lock kept); dead => marked
- * exited, its lock removed, and its restart policy applied. Locks that no
- * adopted bot holds are stale and removed.
+ * dead): alive => adopted (same pid, running, lock kept), also when its account
+ * left the config (then `configured: false`); leader dead but some of its tree
+ * alive => that tree is stopped (signal, grace, SIGKILL) first; dead => marked
+ * exited, and its restart policy applied. A lock no adopted bot holds is removed
+ * only when no process of its instance lives (SPEC 14.4).
  */
 import type { Logger } from 'pino';
 import type { LockBackend } from '../db/locks.js';
@@ -13,6 +15,8 @@ import { environValue, isAlive, listPids, openStatHandle, readStat, type ProcSta
 import { realClock, type Clock, type TimerHandle } from '../clock.js';
 import type { ExitStatus } from './spawn.js';
 import { terminate } from './terminate.js';
+import { instanceLives } from './lease.js';
+import { unconfiguredAccount } from './unconfigured.js';
 import type { Supervisor } from './supervisor.js';
 
 export interface ReconcileDeps {
@@ -49,13 +53,28 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
     }
   }
 
+  // Leaders that died while no daemon ran, with workers of theirs still alive: stopped together
+  // (in parallel) before any account can start again, so no old worker trades beside a new bot.
+  const leftovers: Promise<void>[] = [];
   for (const inst of live) {
     const bot = bots.get(inst.account);
     const alive = inst.pid !== null && isAlive(inst.pid, inst.startTicks);
     if (!alive || inst.pid === null) {
-      d.registry.markExited(inst.id, { code: null, signal: null, forced: false, endedAt: now });
-      d.events.emit('bot.exited', { account: inst.account, pid: inst.pid, instanceId: inst.id, code: null, signal: null, forced: false, whileDaemonDown: true });
       dead.push(inst.account);
+      const ident = { instanceId: inst.id, pid: inst.pid, pgid: inst.pgid ?? inst.pid, startTicks: inst.startTicks };
+      if (!instanceLives(ident)) {
+        recordDeadExit(d, inst, now, false);
+        continue;
+      }
+      const stop = (bot?.account ?? unconfiguredAccount(inst.account)).stop;
+      d.logger.warn({ account: inst.account, pid: inst.pid }, 'a bot died while no daemon ran, but part of its tree lives: stopping it before anything starts');
+      leftovers.push(
+        terminate({ instanceId: inst.id, pid: inst.pid ?? -1, pgid: ident.pgid ?? -1, startTicks: inst.startTicks, exited: Promise.resolve() }, stop.signal, stop.graceMs).then(({ forced, gone }) => {
+          // Not gone after SIGKILL: its lock stays (the sweep never removes the lock of a live instance).
+          if (gone) recordDeadExit(d, inst, new Date().toISOString(), forced);
+          else d.logger.error({ account: inst.account, instanceId: inst.id }, 'part of a dead bot outlived SIGKILL: its lock stays held until it is gone');
+        }),
+      );
       continue;
     }
     if (d.locks.kind === 'postgres') {
@@ -67,17 +86,22 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
       dead.push(inst.account);
       continue;
     }
-    if (!bot || bot.live) {
-      // No longer configured (or a second live instance, which the lock forbids): leave the
-      // process alone and say so; the duplicate hunter judges it.
+    if (bot?.live) {
+      // A second live instance of one account, which the lock forbids: the duplicate hunter judges it.
       d.logger.warn({ account: inst.account, pid: inst.pid }, 'a registered bot is alive but cannot be adopted');
       continue;
     }
+    if (!bot) {
+      // Its account left the config: adopted all the same, as `configured: false` (SPEC 14.3).
+      d.logger.warn({ account: inst.account, pid: inst.pid }, 'a live bot whose account is not in the config: adopted as unconfigured (stop it to release its lock)');
+    }
+    const owner = bot ?? d.supervisor.unconfigured(inst.account);
+    bots.set(inst.account, owner);
     const lock = locks.get(inst.account);
     const pid = inst.pid;
     try {
       // A lock row that went missing (the daemon died mid-way) is taken again, with the bot's key.
-      await bot.adopt(
+      await owner.adopt(
         {
           instanceId: inst.id,
           pid,
@@ -85,7 +109,7 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
           startTicks: inst.startTicks,
           startedAt: inst.startedAt,
           keyId: inst.keyId,
-          logPath: inst.logPath ?? bot.logPath,
+          logPath: inst.logPath ?? owner.logPath,
           exited: d.exits.watch(pid, inst.startTicks),
           hurry: () => d.exits.hurry(pid),
         },
@@ -98,10 +122,17 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
     adopted.push(inst.account);
   }
 
+  await Promise.all(leftovers);
+
   for (const lock of await d.locks.list().catch(() => [])) {
     const bot = bots.get(lock.account);
     if (bot?.live && bot.lockToken === lock.token) continue;
     if (!d.locks.isOurs(lock)) continue; // another daemon's lease (PostgreSQL): never ours to remove
+    if (instanceLives(lock)) {
+      // SPEC 14.4: a lock is released only when no process of its instance lives.
+      d.logger.warn({ account: lock.account, pid: lock.pid, instanceId: lock.instanceId }, 'a lock whose instance still has live processes is kept');
+      continue;
+    }
     await d.locks.release(lock.account, lock.token);
     d.events.emit('lock.stale_removed', { account: lock.account, holder: lock.holder, pid: lock.pid, token: lock.token });
   }
@@ -112,6 +143,13 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
   }
   if (adopted.length + dead.length > 0) d.logger.info({ adopted, dead }, 'registry reconciled with /proc');
   return { adopted, dead };
+}
+
+function recordDeadExit(d: ReconcileDeps, inst: { id: string; account: string; pid: number | null }, endedAt: string, forced: boolean): void {
+  const signal = forced ? 'SIGKILL' : null;
+  d.events.emit('bot.exited', { account: inst.account, pid: inst.pid, instanceId: inst.id, code: null, signal, forced, whileDaemonDown: true }, () =>
+    d.registry.markExited(inst.id, { code: null, signal, forced, endedAt }),
+  );
 }
 
 /** Live group leaders whose BOTWARDEN_INSTANCE is one of these ids. */

@@ -29,17 +29,19 @@ const TRANSITIONS: { readonly [S in BotState]: readonly BotState[] } = {
     'stopping', // RUNNING -> STOPPING: stop requested (or rotation, duplicate, shutdown)
     'backoff', //  RUNNING -> BACKOFF: exited, restart policy says restart
     'stopped', //  RUNNING -> STOPPED: exited, restart policy says no
-    'fatal', //    RUNNING -> FATAL: exited and cannot be restarted (e.g. keys exhausted)
+    'fatal', //    RUNNING -> FATAL: exited and cannot be restarted (e.g. keys exhausted), or its tree is unkillable
   ],
   stopping: [
     'stopped', //  STOPPING -> STOPPED: the process (and its tree) is gone
     'starting', // STOPPING -> STARTING: stopped for a key rotation, restarts at once on the next key
-    'fatal', //    STOPPING -> FATAL: stopped for rotation, but no usable key left
+    'fatal', //    STOPPING -> FATAL: stopped for rotation, but no usable key left; or unkillable
+    'backoff', //  STOPPING -> BACKOFF: stopped for rotation, the restart refused by the start gate (a copy runs)
   ],
   backoff: [
     'starting', // BACKOFF -> STARTING: the backoff delay ran out
     'stopped', //  BACKOFF -> STOPPED: stop requested while waiting
-    'fatal', //    BACKOFF -> FATAL: cannot restart (e.g. keys exhausted)
+    'fatal', //    BACKOFF -> FATAL: cannot restart (e.g. keys exhausted, a copy kept running)
+    'backoff', //  BACKOFF -> BACKOFF: the restart was refused by the start gate (a copy runs); later again
   ],
   fatal: [
     'starting', // FATAL -> STARTING: start requested by an operator
@@ -80,5 +82,5 @@ export const STOP_REASONS = ['request', 'rotation', 'duplicate', 'shutdown', 'fe
 export type StopReason = (typeof STOP_REASONS)[number];
 
 /** Why a bot went FATAL (`bot.fatal` reason). */
-export const FATAL_REASONS = ['exited-early', 'too-many-failures', 'spawn-failed', 'nonce-errors', 'keys-exhausted', 'lease-lost'] as const;
+export const FATAL_REASONS = ['exited-early', 'too-many-failures', 'spawn-failed', 'nonce-errors', 'keys-exhausted', 'lease-lost', 'unkillable', 'duplicate'] as const;
 export type FatalReason = (typeof FATAL_REASONS)[number];

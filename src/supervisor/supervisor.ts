@@ -11,9 +11,10 @@ import { Errors } from '../errors.js';
 import type { EventStore } from '../events/store.js';
 import type { KeyPool } from '../keys/pool.js';
 import { BotController, type BotView } from './bot.js';
+import { unconfiguredAccount } from './unconfigured.js';
 import { isStaleLock } from './lease.js';
 import { spawnBot, type SpawnFn } from './spawn.js';
-import type { StopReason } from './states.js';
+import { ACTIVE_STATES, type StopReason } from './states.js';
 
 export interface SupervisorDeps {
   registry: Registry;
@@ -60,6 +61,8 @@ export class Supervisor {
   }
 
   all(): BotController[] {
+    // A bot whose account left the config is kept only while something of it lives or is held.
+    for (const [id, b] of this.bots) if (!b.configured && !this.holds(b)) this.bots.delete(id);
     return [...this.bots.values()];
   }
 
@@ -69,10 +72,13 @@ export class Supervisor {
 
   start(account: string): Promise<BotView> {
     if (this.shuttingDown) return Promise.reject(Errors.shuttingDown());
-    return this.get(account).start();
+    const bot = this.get(account);
+    // Its account left the config: it can be stopped, never started again (SPEC 14.3).
+    if (!bot.configured) return Promise.reject(Errors.unknownAccount(account));
+    return bot.start();
   }
 
-  stop(account: string, opts: { graceMs?: number; reason?: StopReason } = {}): Promise<BotView> {
+  stop(account: string, opts: { graceMs?: number; force?: boolean; reason?: StopReason } = {}): Promise<BotView> {
     return this.get(account).stop(opts);
   }
 
@@ -134,21 +140,44 @@ export class Supervisor {
   }
 
   /**
-   * Applies a new, already validated config. New accounts appear; changed ones
-   * take the new settings at their next start; a removed account that still
-   * runs keeps running until it is stopped, then disappears.
+   * Applies a new, already validated config. New accounts appear; changed ones take the new
+   * settings at their next start. A config that would drop (or rename) an account whose bot runs
+   * is refused with ACCOUNT_RUNNING before anything changes (SPEC 14.3): the bot would lose its
+   * lock and key while it trades.
    */
   applyConfig(next: Config): void {
+    const running = [...this.bots.values()].filter((b) => b.configured && !next.accounts.has(b.id) && this.holds(b)).map((b) => b.id);
+    if (running.length > 0) throw Errors.accountRunning(running);
     this.config = next;
     this.deps.keys.setConfig(next);
     for (const account of next.accounts.values()) {
       const bot = this.bots.get(account.id);
-      if (bot) bot.updateAccount(account);
-      else this.bots.set(account.id, this.makeController(account.id));
+      if (bot) {
+        bot.updateAccount(account);
+        bot.configured = true;
+      } else this.bots.set(account.id, this.makeController(account.id));
     }
-    for (const [id, bot] of this.bots) {
-      if (!next.accounts.has(id) && (bot.state === 'stopped' || bot.state === 'fatal')) this.bots.delete(id);
+    for (const [id, bot] of this.bots) if (!next.accounts.has(id) && !this.holds(bot)) this.bots.delete(id);
+  }
+
+  /**
+   * Boot: a live bot whose account is not in the config (removed or renamed while no daemon ran,
+   * or a leave-running upgrade). It is adopted as `configured: false`: visible, stoppable, never
+   * restarted, and it keeps its lock and key until its tree is gone (SPEC 14.3).
+   */
+  unconfigured(account: string): BotController {
+    let bot = this.bots.get(account);
+    if (!bot) {
+      bot = this.makeController(account, unconfiguredAccount(account));
+      bot.configured = false;
+      this.bots.set(account, bot);
     }
+    return bot;
+  }
+
+  /** The bot holds its account: a process lives, a restart is pending, or its lock is still held. */
+  private holds(b: BotController): boolean {
+    return ACTIVE_STATES.has(b.state) || b.lockToken !== null || b.unkillable !== null;
   }
 
   /** SIGTERM: stop every bot in parallel (default), or leave them running for the next daemon. */
@@ -189,9 +218,9 @@ export class Supervisor {
     return env;
   }
 
-  private makeController(id: string): BotController {
+  private makeController(id: string, given?: Account): BotController {
     const d = this.deps;
-    const account = this.config.accounts.get(id);
+    const account = given ?? this.config.accounts.get(id);
     if (!account) throw new Error(`no account ${id}`);
     return new BotController(account, {
       registry: d.registry,

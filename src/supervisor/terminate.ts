@@ -11,7 +11,7 @@
  * left to the duplicate hunter, which sees its stale instance marker.)
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { realClock, sleepOn, type Clock } from '../clock.js';
+import { realClock, type Clock } from '../clock.js';
 import { instanceProcesses, isAlive, readStat, type ProcStat } from '../proc/procfs.js';
 
 export interface TerminateTarget {
@@ -28,25 +28,78 @@ export interface TerminateTarget {
 export interface TerminateResult {
   /** True when SIGKILL was needed. */
   forced: boolean;
+  /** False when some process of the tree outlived SIGKILL by KILL_WAIT_MS: its lock must stay (SPEC 14.7). */
+  gone: boolean;
 }
 
 const POLL_MS = 15;
-const KILL_WAIT_MS = 5000;
+/** How long a SIGKILLed tree may take to go before it is called unkillable (SPEC 14.7). */
+export const KILL_WAIT_MS = 5000;
+
+/**
+ * A stop's grace period, timed on the clock's monotonic time (a wall-clock step neither lengthens
+ * nor shortens it). A later stop may cut it short (SPEC 14.6): the running stop then goes straight
+ * on to SIGKILL.
+ */
+export class Grace {
+  private end: number;
+  private wake: (() => void) | null = null;
+
+  constructor(
+    private readonly clock: Clock,
+    graceMs: number,
+  ) {
+    this.end = clock.mono() + Math.max(0, graceMs);
+  }
+
+  get over(): boolean {
+    return this.clock.mono() >= this.end;
+  }
+
+  remaining(): number {
+    return Math.max(0, this.end - this.clock.mono());
+  }
+
+  /** Cuts the grace to at most `graceMs` from now; true when that made it shorter. */
+  shorten(graceMs: number): boolean {
+    const end = this.clock.mono() + Math.max(0, graceMs);
+    if (end >= this.end) return false;
+    this.end = end;
+    this.wake?.();
+    return true;
+  }
+
+  /** Resolves after `ms` on the clock, or at once when the grace is cut short meanwhile. */
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        timer.cancel();
+        if (this.wake === done) this.wake = null;
+        resolve();
+      };
+      const timer = this.clock.setTimeout(done, Math.max(0, ms));
+      this.wake = done;
+    });
+  }
+}
 
 /**
  * The grace period runs on `clock` (tests drive it); waiting for the kernel to reap a SIGKILLed
- * process is real time (KILL_WAIT_MS), since no policy decides it.
+ * process is real monotonic time (KILL_WAIT_MS), since no policy decides it.
  */
-export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, graceMs: number, clock: Clock = realClock): Promise<TerminateResult> {
-  const deadline = clock.now() + graceMs;
+export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grace: Grace | number, clock: Clock = realClock): Promise<TerminateResult> {
+  const g = typeof grace === 'number' ? new Grace(clock, grace) : grace;
   const ident = { id: t.instanceId, pgid: t.pgid, startTicks: t.startTicks };
   const signaled = new Set<number>();
   // Once `exited` resolved the leader is gone for good (reaped, or seen gone by identity): it is
   // not re-read (a failed read of a vanished /proc entry costs an exception each).
   let leaderGone = false;
   void t.exited.then(() => (leaderGone = true));
-  if (isAlive(t.pid, t.startTicks)) {
-    // The leader is alive, so the group id is still ours: signal the whole group at once.
+  // The leader alive, or its group still has members (a dead leader's workers): the group id is
+  // still ours (the kernel hands out no pid that is a live group's id), so signal it as a whole.
+  // A pgid of 0 or 1 (unknown, init) is never signalled as a group.
+  const grouped = t.pgid > 1;
+  if (grouped && (isAlive(t.pid, t.startTicks) || groupExists(t.pgid))) {
     send(-t.pgid, signal);
     signaled.add(t.pid);
     t.hurry?.();
@@ -58,41 +111,42 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
     if (p.pgid !== t.pgid && !signaled.has(p.pid)) send(p.pid, signal);
     signaled.add(p.pid);
   }
-  await Promise.race([t.exited, sleepOn(clock, deadline - clock.now())]);
+  await Promise.race([t.exited, g.sleep(g.remaining())]);
   for (;;) {
     tree = remaining(leaderGone ? tree.filter((p) => p.pid !== t.pid || p.startTicks !== t.startTicks) : tree, ident);
-    if (tree.length === 0) return { forced: false };
-    if (clock.now() >= deadline) break;
+    if (tree.length === 0) return { forced: false, gone: true };
+    if (g.over) break;
     for (const p of tree) {
       if (!signaled.has(p.pid)) {
         if (p.pgid !== t.pgid) send(p.pid, signal);
         signaled.add(p.pid);
       }
     }
-    await sleepOn(clock, Math.min(POLL_MS, Math.max(1, deadline - clock.now())));
+    await g.sleep(Math.min(POLL_MS, Math.max(1, g.remaining())));
   }
   // Grace is over: SIGKILL the group and every marked process, then wait for them to go.
-  const killUntil = Date.now() + KILL_WAIT_MS;
+  const killUntil = performance.now() + KILL_WAIT_MS;
   for (;;) {
     const rest = instanceProcesses(ident);
-    if (rest.length === 0 || Date.now() > killUntil) break;
+    if (rest.length === 0 || performance.now() > killUntil) break;
+    if (grouped && groupExists(t.pgid)) send(-t.pgid, 'SIGKILL');
     for (const p of rest) {
       const st = readStat(p.pid);
       if (st && st.startTicks === p.startTicks) send(p.pid, 'SIGKILL');
     }
     await sleep(POLL_MS);
   }
-  if (isAlive(t.pid, t.startTicks)) await Promise.race([t.exited, sleep(KILL_WAIT_MS, undefined, { ref: false })]);
-  return { forced: true };
+  if (!leaderGone && isAlive(t.pid, t.startTicks)) await Promise.race([t.exited, sleep(Math.max(0, killUntil - performance.now()), undefined, { ref: false })]);
+  // Only a tree seen gone is gone: a process that outlived SIGKILL (uninterruptible sleep, another
+  // user's) keeps the lock (SPEC 14.4, 14.7).
+  const gone = instanceProcesses(ident).length === 0 && (leaderGone || !isAlive(t.pid, t.startTicks));
+  return { forced: true, gone };
 }
 
 /** What is left of the tree: the known members still alive, or a full pass while the group has members. */
 function remaining(known: ProcStat[], ident: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
-  if (groupExists(ident.pgid)) return instanceProcesses(ident);
-  return known.filter((p) => {
-    const st = readStat(p.pid);
-    return st !== null && st.startTicks === p.startTicks && st.state !== 'Z' && st.state !== 'X';
-  });
+  if (ident.pgid > 1 && groupExists(ident.pgid)) return instanceProcesses(ident);
+  return known.filter((p) => isAlive(p.pid, p.startTicks));
 }
 
 /** kill(-pgid, 0): ESRCH means no process (not even a zombie) is left in the group. */
@@ -101,15 +155,19 @@ function groupExists(pgid: number): boolean {
     process.kill(-pgid, 0);
     return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }
 
+/**
+ * ESRCH (already gone) is what we want. EPERM (another user's process) is not swallowed as
+ * success: the caller's liveness check after the kill wait finds the survivor.
+ */
 function send(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(pid, signal);
   } catch {
-    // ESRCH: already gone, which is what we want.
+    // ESRCH: gone. EPERM: judged by the re-check of the tree that follows every signal.
   }
 }
 
@@ -124,16 +182,13 @@ export async function terminateProcess(
   graceMs: number,
   clock: Clock = realClock,
 ): Promise<TerminateResult & { gone: boolean }> {
-  const same = () => {
-    const st = readStat(p.pid);
-    return st !== null && st.startTicks === p.startTicks && st.state !== 'Z' && st.state !== 'X';
-  };
-  const deadline = clock.now() + graceMs;
+  const same = () => isAlive(p.pid, p.startTicks);
+  const g = new Grace(clock, graceMs);
   if (same()) send(p.pid, signal);
-  while (same() && clock.now() < deadline) await sleepOn(clock, Math.min(POLL_MS, Math.max(1, deadline - clock.now())));
+  while (same() && !g.over) await g.sleep(Math.min(POLL_MS, Math.max(1, g.remaining())));
   if (!same()) return { forced: false, gone: true };
   send(p.pid, 'SIGKILL');
-  const killUntil = Date.now() + KILL_WAIT_MS;
-  while (same() && Date.now() < killUntil) await sleep(POLL_MS);
+  const killUntil = performance.now() + KILL_WAIT_MS;
+  while (same() && performance.now() < killUntil) await sleep(POLL_MS);
   return { forced: true, gone: !same() };
 }

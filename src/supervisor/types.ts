@@ -22,6 +22,8 @@ export interface BotView {
   name: string;
   broker: string;
   brokerUsername: string;
+  /** False: its account left the config while it ran (SPEC 14.3). */
+  configured: boolean;
   state: BotState;
   pid: number | null;
   instanceId: string | null;

@@ -40,8 +40,8 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
       '/bots/:account/stop',
       { schema: { tags: ['bots'], params: AccountParams, body: Type.Optional(StopBody), response: { 200: BotRef, ...STOP } } },
       async (req) => {
-        const graceMs = req.body?.graceMs;
-        return supervisor.stop(req.params.account, graceMs === undefined ? {} : { graceMs });
+        const { graceMs, force } = req.body ?? {};
+        return supervisor.stop(req.params.account, { ...(graceMs !== undefined ? { graceMs } : {}), ...(force ? { force } : {}) });
       },
     );
 

@@ -16,7 +16,7 @@ export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
 
     app.post(
       '/config/reload',
-      { schema: { tags: ['system'], response: { 200: Type.Object({ status: Type.Literal('reloaded'), accounts: Type.Array(Type.String()) }), ...errorResponses({ 400: ['INVALID_CONFIG'], 401: ['UNAUTHORIZED'] }) } } },
+      { schema: { tags: ['system'], response: { 200: Type.Object({ status: Type.Literal('reloaded'), accounts: Type.Array(Type.String()) }), ...errorResponses({ 400: ['INVALID_CONFIG'], 401: ['UNAUTHORIZED'], 409: ['ACCOUNT_RUNNING'] }) } } },
       async () => ({ status: 'reloaded' as const, ...(await deps.reloadConfig()) }),
     );
 
