@@ -5,7 +5,10 @@
  * fence that waits behind a running stop. Real database, real processes; only
  * the boot clock is injected (for the simulated wake).
  */
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { sessionTimeouts } from '../src/db/pg-locks.js';
+import { isAlive } from '../src/proc/procfs.js';
 import { fixture, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, waitFor, type TestDaemon } from './helper.js';
 import { CutProxy, startPostgres, type TestPg } from './pg-helper.js';
 
@@ -90,6 +93,55 @@ describe('PostgreSQL leases under faults (issue 20)', () => {
     expect(b - cutAt).toBeLessThan(LOCK.leaseMs + 1500);
     expect(taggedProcesses('pga')).toHaveLength(1);
     expect(taggedProcesses('pgb')).toHaveLength(1);
+  });
+
+  it('a peer stuck in a transaction holding a lease row lock fences nothing of a healthy daemon', async () => {
+    const laptop = await daemon('laptop', db.url(), { pga: bot, pgb: bot });
+    const events: { type: string; account?: string; reason?: string }[] = [];
+    laptop.events.subscribe((e) => events.push(e));
+    const pids = await Promise.all(['pga', 'pgb'].map(async (a) => (await laptop.req('POST', `/bots/${a}/start`)).body.pid as number));
+    const expiry = async (account: string) =>
+      (await laptop.req('GET', '/leases')).body.leases.find((l: { account: string }) => l.account === account)?.expiresAt as string | undefined;
+    await waitFor(() => expiry('pga'), { what: 'the lease cache' });
+
+    // A daemon cut off right after acquire's SELECT ... FOR UPDATE: its session sits idle in a
+    // transaction holding the row lock. It connects as every botwarden session does.
+    const peer = new pg.Client({ connectionString: db.url(), application_name: 'botwarden stuck-peer', ...sessionTimeouts(LOCK.renewMs) });
+    const peerErrors: string[] = [];
+    let endedAt = 0;
+    peer.on('error', (err) => {
+      endedAt ||= Date.now();
+      peerErrors.push(err.message);
+    });
+    await peer.connect();
+    await peer.query('BEGIN');
+    await peer.query("SELECT * FROM botwarden_account_leases WHERE account = 'pga' FOR UPDATE");
+    const lockedAt = Date.now();
+    const before = (await expiry('pga'))!;
+    // Three fence budgets (1.5 s each) with the peer never coming back.
+    await sleep(4500);
+    expect(events.filter((e) => e.type === 'bot.stopping')).toEqual([]);
+    expect(pids.every((p) => isAlive(p, null))).toBe(true);
+    // The server ended the stuck session, and the row is renewed again.
+    expect(peerErrors.length).toBeGreaterThan(0);
+    await waitFor(async () => ((await expiry('pga')) ?? '') > before, { timeoutMs: 2000, what: 'pga renewed again' });
+    figures.stuckPeerSessionEndedMs = endedAt - lockedAt;
+    await peer.end().catch(() => undefined);
+
+    // A session that is not botwarden's (no such limits) holding pga's row: pgb is still renewed;
+    // pga cannot be, and is fenced once its budget runs out.
+    const foreign = new pg.Client({ connectionString: db.url() });
+    await foreign.connect();
+    try {
+      await foreign.query('BEGIN');
+      await foreign.query("SELECT * FROM botwarden_account_leases WHERE account = 'pga' FOR UPDATE");
+      await sleep(3000);
+      expect(events.some((e) => e.type === 'bot.stopping' && e.account === 'pgb')).toBe(false);
+      expect(isAlive(pids[1]!, null)).toBe(true);
+    } finally {
+      await foreign.query('ROLLBACK').catch(() => undefined);
+      await foreign.end();
+    }
   });
 });
 

@@ -85,6 +85,16 @@ const toLock = (r: Row): LockRow => ({
 
 const LIVE = 'holder_id IS NOT NULL AND expires_at > clock_timestamp()';
 
+/**
+ * The server-side limits every botwarden session runs with (sent as startup parameters). With
+ * them, no session of any daemon can sit in a transaction holding a lease row's lock for longer
+ * than about one renewal period, so no peer can keep another daemon's renewal from its rows.
+ */
+export function sessionTimeouts(renewMs: number): { statement_timeout: number; lock_timeout: number; idle_in_transaction_session_timeout: number } {
+  const timeout = Math.max(500, Math.min(renewMs, 5000));
+  return { statement_timeout: timeout, lock_timeout: Math.max(100, Math.floor(timeout / 2)), idle_in_transaction_session_timeout: timeout };
+}
+
 export class PgLockBackend implements LockBackend {
   readonly kind = 'postgres';
   private readonly pool: pg.Pool;
@@ -101,14 +111,17 @@ export class PgLockBackend implements LockBackend {
 
   constructor(private readonly o: PgLockOptions) {
     this.mono = o.mono ?? (() => performance.now());
-    const timeout = Math.max(500, Math.min(o.renewMs, 5000));
+    const t = sessionTimeouts(o.renewMs);
     this.pool = new pg.Pool({
       connectionString: o.url,
       max: 4,
       // A half-open connection must never hang a renewal: every wait is bounded.
-      connectionTimeoutMillis: timeout,
-      query_timeout: timeout,
-      statement_timeout: timeout,
+      connectionTimeoutMillis: t.statement_timeout,
+      query_timeout: t.statement_timeout,
+      // Set on the server session (startup parameters): a daemon that stalls inside a transaction
+      // (a laptop asleep mid-acquire) has its session, and the row locks it holds, ended by the
+      // server; a lock wait never outlasts a renewal period.
+      ...t,
       keepAlive: true,
       keepAliveInitialDelayMillis: 1000,
       idleTimeoutMillis: 10_000,
@@ -332,20 +345,35 @@ export class PgLockBackend implements LockBackend {
       // Exactly the (account, token) pairs we hold: a lease given up (fenced, or released while the
       // database was unreachable) is never extended again and runs out on the database clock.
       const pairs = [...before];
+      // A row another session has locked (a peer inside an acquire) is skipped, never waited for:
+      // one stuck peer must not hold back the renewal of every other lease. A skipped row is
+      // reported `busy` (still ours and live): it is not lost, and its fence deadline keeps running.
       const r =
         pairs.length === 0
           ? { rows: [] }
-          : await this.pool.query<{ account: string; token: string }>(
-              `UPDATE botwarden_account_leases l SET expires_at = clock_timestamp() + make_interval(secs => $2::float8 / 1000)
-                 FROM unnest($3::text[], $4::bigint[]) AS h(account, token)
-                WHERE l.account = h.account AND l.token = h.token AND l.holder_id = $1 AND l.expires_at > clock_timestamp()
-                RETURNING l.account, l.token`,
+          : await this.pool.query<{ account: string; token: string; renewed: boolean }>(
+              `WITH mine AS (
+                 SELECT s.account, s.token FROM botwarden_account_leases s
+                   JOIN unnest($3::text[], $4::bigint[]) AS h(account, token) ON s.account = h.account AND s.token = h.token
+                  WHERE s.holder_id = $1 AND s.expires_at > clock_timestamp()),
+               got AS (
+                 SELECT s.account FROM botwarden_account_leases s JOIN mine ON s.account = mine.account AND s.token = mine.token
+                  WHERE s.holder_id = $1 AND s.expires_at > clock_timestamp() FOR UPDATE OF s SKIP LOCKED),
+               upd AS (
+                 UPDATE botwarden_account_leases l SET expires_at = clock_timestamp() + make_interval(secs => $2::float8 / 1000)
+                   FROM got WHERE l.account = got.account RETURNING l.account, l.token)
+               SELECT account, token, true AS renewed FROM upd
+               UNION ALL
+               SELECT account, token, false AS renewed FROM mine WHERE account NOT IN (SELECT account FROM got)`,
               [this.o.holderId, this.o.leaseMs, pairs.map(([a]) => a), pairs.map(([, h]) => h.token)],
             );
-      const renewed = new Set(r.rows.map((x) => `${x.account}:${Number(x.token)}`));
+      const renewed = new Set(r.rows.filter((x) => x.renewed).map((x) => `${x.account}:${Number(x.token)}`));
+      const busy = new Set(r.rows.filter((x) => !x.renewed).map((x) => `${x.account}:${Number(x.token)}`));
       for (const [account, h] of before) {
         if (this.held.get(account) !== h) continue; // released or re-granted meanwhile
-        if (renewed.has(`${account}:${h.token}`)) h.sent = Math.max(h.sent, sent);
+        const key = `${account}:${h.token}`;
+        if (renewed.has(key)) h.sent = Math.max(h.sent, sent);
+        else if (busy.has(key)) this.o.logger.warn({ account, token: h.token }, 'lease row locked by another session: not renewed this time');
         else this.lose(account, h.token, 'the lease is gone from the database (expired or taken)');
       }
       const all = await this.pool.query<Row>(`SELECT * FROM botwarden_account_leases WHERE ${LIVE} ORDER BY account`);
