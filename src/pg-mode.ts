@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import { PgLockBackend } from './db/pg-locks.js';
+import { daemonUid } from './identity.js';
 import { MIGRATIONS_DIR } from './paths.js';
 import type { EventStore } from './events/store.js';
 import type { Supervisor } from './supervisor/supervisor.js';
@@ -25,7 +26,7 @@ export interface PgMode {
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
-export async function openPgMode(config: Config, o: { holderId: string; name: string; host: string; logger: Logger }): Promise<PgMode> {
+export async function openPgMode(config: Config, o: { holderId: string; name: string; host: string; logger: Logger; dataDir: string }): Promise<PgMode> {
   if (!SETPRIV) {
     throw new Error("postgres mode needs setpriv (util-linux) so that bots die with the daemon; install util-linux, or use lock.backend: sqlite");
   }
@@ -39,6 +40,7 @@ export async function openPgMode(config: Config, o: { holderId: string; name: st
     holderId: o.holderId,
     name: o.name,
     host: o.host,
+    uid: daemonUid(o.dataDir),
     logger,
     migrationsDir: path.join(MIGRATIONS_DIR, 'postgres'),
     graceOf: (account) => currentConfig().accounts.get(account)?.stop.graceMs ?? 30_000,

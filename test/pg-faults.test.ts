@@ -5,11 +5,15 @@
  * fence that waits behind a running stop. Real database, real processes; only
  * the boot clock is injected (for the simulated wake).
  */
+import { spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sessionTimeouts } from '../src/db/pg-locks.js';
+import { daemonUid } from '../src/identity.js';
 import { isAlive } from '../src/proc/procfs.js';
-import { fixture, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, waitFor, type TestDaemon } from './helper.js';
+import { fixture, makeConfig, startTestDaemon, tmpDir, sweepLeftovers, taggedProcesses, waitFor, type TestDaemon } from './helper.js';
 import { CutProxy, startPostgres, type TestPg } from './pg-helper.js';
 
 let db: TestPg;
@@ -51,6 +55,21 @@ async function proxy(): Promise<CutProxy> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function sql(text: string, params: unknown[] = []): Promise<pg.QueryResult> {
+  const c = new pg.Client({ connectionString: db.url() });
+  await c.connect();
+  try {
+    return await c.query(text, params);
+  } finally {
+    await c.end();
+  }
+}
+
+/** A pid that no process has (a child that ran and was reaped). */
+function deadPid(): number {
+  return spawnSync('true').pid;
+}
 
 /** Polls starts on `d` until one is 201; returns when (Date.now()). */
 async function takeOver(d: TestDaemon, account: string, timeoutMs: number): Promise<number> {
@@ -143,5 +162,40 @@ describe('PostgreSQL leases under faults (issue 20)', () => {
       await foreign.end();
     }
   });
-});
 
+  it('two daemons with one name on one hostname (a copied config, a cloned image) never take each other\'s live lease', async () => {
+    // Same daemon.name, same hostname (one test machine), different data dirs: two machines as far as
+    // name and host can tell. The first's bot pid and instance are rewritten to ones no process has
+    // here, as a bot on another machine looks from this one.
+    const d1 = tmpDir();
+    const d2 = tmpDir();
+    const first = await daemon('laptop', db.url(), { pga: bot, pgb: bot }, { dataDir: d1 });
+    const second = await daemon('laptop', db.url(), { pga: bot, pgb: bot }, { dataDir: d2 });
+    const started = await first.req('POST', '/bots/pga/start');
+    expect(started.status).toBe(201);
+    const fake = deadPid();
+    await sql("UPDATE botwarden_account_leases SET pid = $1, instance_id = $2 WHERE account = 'pga'", [fake, 'on-another-machine']);
+    expect((await sql("SELECT pid FROM botwarden_account_leases WHERE account = 'pga'")).rows[0].pid).toBe(fake);
+    const r = await second.req('POST', '/bots/pga/start');
+    expect(r.status).toBe(409);
+    expect(r.body.code).toBe('ACCOUNT_LOCKED');
+    expect((await sql("SELECT token FROM botwarden_account_leases WHERE account = 'pga'")).rows[0].token).toBe(String(started.body.lock.token));
+    // The persisted id: created once, private.
+    expect(statSync(path.join(d1, 'daemon-id')).mode & 0o777).toBe(0o600);
+    expect(daemonUid(d1)).not.toBe(daemonUid(d2));
+
+    // A live row left by an earlier run of the second daemon (its identity, a dead pid) is still its own to clean up.
+    await sql(
+      `INSERT INTO botwarden_account_leases (account, token, holder_id, holder_name, host, holder_uid, pid, since, expires_at)
+       VALUES ('pgb', 7, 'laptop/earlier', 'laptop', 'anyhost', $1, $2, clock_timestamp(), clock_timestamp() + interval '30 seconds')
+       ON CONFLICT (account) DO UPDATE SET token = 7, holder_id = 'laptop/earlier', holder_uid = $1, pid = $2, expires_at = clock_timestamp() + interval '30 seconds'`,
+      [daemonUid(d2), deadPid()],
+    );
+    const stale: { type: string; account?: string }[] = [];
+    second.events.subscribe((e) => stale.push(e));
+    const again = await second.req('POST', '/bots/pgb/start');
+    expect(again.status).toBe(201);
+    expect(again.body.lock.token).toBe(8);
+    expect(stale.some((e) => e.type === 'lock.stale_removed' && e.account === 'pgb')).toBe(true);
+  });
+});

@@ -31,6 +31,11 @@ export interface PgLockOptions {
   /** daemon.name, shown to people and other daemons. */
   name: string;
   host: string;
+  /**
+   * This daemon's identity across its runs, one two machines cannot share (src/identity.ts): only a
+   * row carrying it may be judged against local /proc.
+   */
+  uid: string;
   logger: Logger;
   migrationsDir: string;
   /** The account's stop.graceMs (the fence budget). */
@@ -66,6 +71,7 @@ interface Row {
   instance_id: string | null;
   pid: number | null;
   start_ticks: string | null;
+  holder_uid?: string | null;
   since: Date | null;
   expires_at: Date | null;
   live?: boolean;
@@ -105,6 +111,8 @@ export class PgLockBackend implements LockBackend {
   private renewing = false;
   private timers: NodeJS.Timeout[] = [];
   private cache: LeaseView[] = [];
+  /** The holder identity of each row handed out (LockRow has no field for it). */
+  private readonly uidOf = new WeakMap<LockRow, string | null>();
   private readonly mono: () => number;
   /** Counters for /metrics. */
   readonly stats = { renewFailures: 0, fences: 0 };
@@ -162,8 +170,19 @@ export class PgLockBackend implements LockBackend {
     return this.held.get(account)?.token === token;
   }
 
+  /**
+   * Written by this daemon or an earlier run of it: by its identity, never by name and host (two
+   * machines can share both, and the other's pids mean nothing in our /proc). A row not handed out
+   * by this backend is never ours.
+   */
   isOurs(row: LockRow): boolean {
-    return row.host === this.o.host && row.holder === this.o.name;
+    return this.uidOf.get(row) === this.o.uid;
+  }
+
+  private toLock(r: Row): LockRow {
+    const row = toLock(r);
+    this.uidOf.set(row, r.holder_uid ?? null);
+    return row;
   }
 
   /** Every live lease on the database (cached from the last renewal tick). */
@@ -186,7 +205,7 @@ export class PgLockBackend implements LockBackend {
       const cur = (await c.query<Row>(`SELECT *, (${LIVE}) AS live FROM botwarden_account_leases WHERE account = $1 FOR UPDATE`, [req.account])).rows[0]!;
       let staleRemoved: LockRow | null = null;
       if (cur.live) {
-        const row = toLock(cur);
+        const row = this.toLock(cur);
         // Only a lease left by an earlier run of this very daemon is judged by /proc (its bots died with
         // it); any other daemon's lease, even on this machine, runs out by itself on the database clock.
         if (!(this.isOurs(row) && (row.pid === null || req.isStale(row)))) return { ok: false as const, heldBy: row };
@@ -200,13 +219,13 @@ export class PgLockBackend implements LockBackend {
       }
       const granted = (
         await c.query<Row>(
-          `UPDATE botwarden_account_leases SET token = token + 1, holder_id = $2, holder_name = $3, host = $4, broker_username = $5,
+          `UPDATE botwarden_account_leases SET token = token + 1, holder_id = $2, holder_name = $3, host = $4, broker_username = $5, holder_uid = $7,
              instance_id = NULL, pid = NULL, start_ticks = NULL, since = clock_timestamp(), expires_at = clock_timestamp() + make_interval(secs => $6::float8 / 1000)
            WHERE account = $1 RETURNING *`,
-          [req.account, this.o.holderId, this.o.name, this.o.host, req.brokerUsername, this.o.leaseMs],
+          [req.account, this.o.holderId, this.o.name, this.o.host, req.brokerUsername, this.o.leaseMs, this.o.uid],
         )
       ).rows[0]!;
-      const lock = toLock(granted);
+      const lock = this.toLock(granted);
       if (keyId !== null) {
         await c.query('UPDATE botwarden_key_leases SET account = $2, lock_token = $3 WHERE key_id = $1', [keyId, req.account, lock.token]);
       }
@@ -237,11 +256,11 @@ export class PgLockBackend implements LockBackend {
 
   async get(account: string): Promise<LockRow | null> {
     const r = await this.q<Row>(`SELECT * FROM botwarden_account_leases WHERE account = $1 AND ${LIVE}`, [account]);
-    return r.rows[0] ? toLock(r.rows[0]) : null;
+    return r.rows[0] ? this.toLock(r.rows[0]) : null;
   }
 
   async list(): Promise<LockRow[]> {
-    return (await this.q<Row>(`SELECT * FROM botwarden_account_leases WHERE ${LIVE} ORDER BY account`)).rows.map(toLock);
+    return (await this.q<Row>(`SELECT * FROM botwarden_account_leases WHERE ${LIVE} ORDER BY account`)).rows.map((x) => this.toLock(x));
   }
 
   async count(): Promise<number> {
