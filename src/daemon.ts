@@ -46,6 +46,8 @@ export interface DaemonOptions {
   /** A config object instead of reading settings.configPath (tests). */
   config?: Config;
   clock?: Clock;
+  /** PostgreSQL mode's boot-time clock (CLOCK_BOOTTIME ms); tests inject one to simulate a wake. */
+  bootClock?: () => number;
   logDestination?: DestinationStream;
   logger?: Logger;
   /** Install SIGTERM/SIGINT/SIGHUP handlers (the real daemon does; in-process tests do not). */
@@ -112,7 +114,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const events = new EventStore(db, () => clock.now(), logger.child({ module: 'events' }), group);
     const registry = new Registry(db);
     // Loaded only in PostgreSQL mode: pg is ~10 MB the SQLite daemon never needs.
-    pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger, dataDir: settings.dataDir }) : null;
+    pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger, dataDir: settings.dataDir, bootClock: opts.bootClock }) : null;
     const locks = pg?.locks ?? new SqliteLockBackend(db, () => clock.now());
     const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
     // Bots are watched by an identity poll when no spawner of ours reaps them (adopted, or their spawner died).

@@ -26,7 +26,17 @@ export interface PgMode {
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
-export async function openPgMode(config: Config, o: { holderId: string; name: string; host: string; logger: Logger; dataDir: string }): Promise<PgMode> {
+export interface PgModeOptions {
+  holderId: string;
+  name: string;
+  host: string;
+  logger: Logger;
+  dataDir: string;
+  /** Boot-time ms (CLOCK_BOOTTIME); tests inject one to simulate a wake. */
+  bootClock?: (() => number) | undefined;
+}
+
+export async function openPgMode(config: Config, o: PgModeOptions): Promise<PgMode> {
   if (!SETPRIV) {
     throw new Error("postgres mode needs setpriv (util-linux) so that bots die with the daemon; install util-linux, or use lock.backend: sqlite");
   }
@@ -41,6 +51,7 @@ export async function openPgMode(config: Config, o: { holderId: string; name: st
     name: o.name,
     host: o.host,
     uid: daemonUid(o.dataDir),
+    ...(o.bootClock ? { boot: o.bootClock } : {}),
     logger,
     migrationsDir: path.join(MIGRATIONS_DIR, 'postgres'),
     graceOf: (account) => currentConfig().accounts.get(account)?.stop.graceMs ?? 30_000,
@@ -57,6 +68,11 @@ export async function openPgMode(config: Config, o: { holderId: string; name: st
       locks.onLost((account, token) => {
         supervisor.fence(account, token).catch((err: unknown) => logger.error({ err, account }, 'fencing failed'));
       });
+      // After the fences it caused (already under way): the wake is said, and can be alerted on.
+      locks.onWake((w) => {
+        events.emit('daemon.woke', { sleptMs: w.sleptMs, fenced: w.fenced });
+        watchdog?.beat();
+      });
       watchdog = new Watchdog(
         () =>
           supervisor.all().flatMap((b) => {
@@ -66,6 +82,7 @@ export async function openPgMode(config: Config, o: { holderId: string; name: st
           }),
         o.logger.child({ module: 'watchdog' }),
         Math.max(50, Math.min(250, Math.floor(config.lock.renewMs / 2))),
+        () => locks.now(),
       );
       watchdog.start();
       // A new or ended bot is told to the watchdog at once, not at the next beat.

@@ -7,9 +7,14 @@
  * its leases, so its bots must not trade past the moment another daemon could
  * be granted them. When stdin closes (the daemon died) every group is killed
  * at once and the watchdog exits. It depends on nothing but Node.
+ *
+ * Deadlines are on CLOCK_BOOTTIME (./uptime.js), which counts a suspend: after a
+ * laptop wakes, every group whose time ran out during the sleep is killed on the
+ * first check, whatever the daemon does.
  */
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { bootClock } from './uptime.js';
 
 type Group = { pgid: number; startTicks: number | null; deadline: number };
 let groups: Group[] = [];
@@ -38,7 +43,7 @@ const rl = createInterface({ input: process.stdin });
 rl.on('line', (line) => {
   try {
     const msg = JSON.parse(line) as { groups: [number, number | null, number][] };
-    const now = performance.now();
+    const now = bootClock();
     groups = msg.groups.map(([pgid, st, killInMs]) => ({ pgid, startTicks: st, deadline: now + killInMs }));
   } catch {
     // a malformed heartbeat is ignored; the deadlines already set keep running
@@ -49,7 +54,7 @@ rl.on('close', () => {
   process.exit(0);
 });
 setInterval(() => {
-  const now = performance.now();
+  const now = bootClock();
   const due = groups.filter((g) => now >= g.deadline);
   if (due.length === 0) return;
   for (const g of due) killGroup(g);

@@ -7,12 +7,20 @@
  *
  * Renewal and self-fencing: every `renewMs` one UPDATE extends exactly the
  * (account, token) pairs this daemon holds (never every row with our holder id:
- * a lease given up must run out). Each held lease keeps a local monotonic fence deadline, measured
+ * a lease given up must run out). Each held lease keeps a local fence deadline, measured
  * from when the last successful renewal was *sent*:
  *   fenceAt = sent + leaseMs - (graceMs + kill + slack)
  * When it passes without a newer success, the lease is treated as lost and the
  * supervisor stops the bot (reason `fence`), so it is gone before the lease
  * can expire and be granted to another daemon.
+ *
+ * Every local deadline is on CLOCK_BOOTTIME (src/uptime.ts), which counts a
+ * suspend: a laptop waking from sleep finds its deadlines passed. A jump of that
+ * clock past performance.now() (the machine slept, or the daemon was paused) is
+ * detected on the next check, which fences every lease whose deadline passed
+ * before anything else of ours runs (renewals check first too), and reports
+ * the wake. A lost lease keeps its kill deadline (for the watchdog) until the
+ * supervisor says its bot's process is gone.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -20,6 +28,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { FENCE_KILL_MS, FENCE_SLACK_MS } from '../config/schema.js';
 import { LockBackendError } from '../errors.js';
+import { bootClock } from '../uptime.js';
 import type { AcquireRequest, AcquireResult, KeyLease, LockBackend, LockRow } from './locks.js';
 
 export interface PgLockOptions {
@@ -40,8 +49,20 @@ export interface PgLockOptions {
   migrationsDir: string;
   /** The account's stop.graceMs (the fence budget). */
   graceOf: (account: string) => number;
-  /** Monotonic ms (performance.now); tests may drive it. */
+  /** Boot-time ms (CLOCK_BOOTTIME, counts suspend); tests may drive it (a simulated wake). */
+  boot?: () => number;
+  /** Monotonic ms that stops during a suspend (performance.now): a wake is boot time running ahead of it. */
   mono?: () => number;
+}
+
+/** Boot time running ahead of performance.now() by more than this between two checks: the machine slept. */
+export const WAKE_JUMP_MS = 250;
+
+export interface WakeReport {
+  /** How much longer the boot clock ran than the monotonic one (time suspended or paused). */
+  sleptMs: number;
+  /** Accounts whose lease deadline had passed: fenced at once. */
+  fenced: string[];
 }
 
 export interface LeaseView {
@@ -57,8 +78,14 @@ export interface LeaseView {
 
 interface Held {
   token: number;
-  /** Monotonic time the last successful renewal (or the grant) was sent. */
+  /** Boot time the last successful renewal (or the grant) was sent. */
   sent: number;
+}
+
+interface Lost {
+  token: number;
+  /** Boot time by which its bot must be dead (the lease may be granted elsewhere after). */
+  killAt: number;
 }
 
 interface Row {
@@ -105,7 +132,11 @@ export class PgLockBackend implements LockBackend {
   readonly kind = 'postgres';
   private readonly pool: pg.Pool;
   private readonly held = new Map<string, Held>();
+  /** Leases given up (fenced) whose bot may still run: their kill deadline stays for the watchdog. */
+  private readonly lost = new Map<string, Lost>();
   private readonly lostHandlers: ((account: string, token: number, reason: string) => void)[] = [];
+  private readonly wakeHandlers: ((w: WakeReport) => void)[] = [];
+  private lastCheck: { boot: number; mono: number } | null = null;
   private lastError: string | null = 'not connected yet';
   private migrated = false;
   private renewing = false;
@@ -113,11 +144,13 @@ export class PgLockBackend implements LockBackend {
   private cache: LeaseView[] = [];
   /** The holder identity of each row handed out (LockRow has no field for it). */
   private readonly uidOf = new WeakMap<LockRow, string | null>();
+  private readonly boot: () => number;
   private readonly mono: () => number;
   /** Counters for /metrics. */
-  readonly stats = { renewFailures: 0, fences: 0 };
+  readonly stats = { renewFailures: 0, fences: 0, wakes: 0 };
 
   constructor(private readonly o: PgLockOptions) {
+    this.boot = o.boot ?? bootClock;
     this.mono = o.mono ?? (() => performance.now());
     const t = sessionTimeouts(o.renewMs);
     this.pool = new pg.Pool({
@@ -155,15 +188,39 @@ export class PgLockBackend implements LockBackend {
     this.lostHandlers.push(handler);
   }
 
-  /** Monotonic fence deadline per held account (for the watchdog). */
+  /** A wake (the boot clock jumped past the monotonic one): after the fences it caused. */
+  onWake(handler: (w: WakeReport) => void): void {
+    this.wakeHandlers.push(handler);
+  }
+
+  /** The boot-time clock every deadline here is on (the watchdog's heartbeat is measured on it). */
+  now(): number {
+    return this.boot();
+  }
+
+  /** Boot-time fence deadline per held account. */
   fenceDeadlines(): Map<string, number> {
     return new Map([...this.held].map(([a, h]) => [a, this.fenceAt(a, h)]));
   }
 
-  /** Monotonic time by which a held lease's bot must be dead: the lease could be granted elsewhere after. */
+  /**
+   * Boot time by which the account's bot must be dead: the lease could be granted elsewhere after.
+   * A lost lease keeps the deadline it had until `processGone` (its bot may outlive the fence).
+   */
   killDeadline(account: string): number | null {
     const h = this.held.get(account);
-    return h ? h.sent + this.o.leaseMs - FENCE_SLACK_MS : null;
+    if (h) return h.sent + this.o.leaseMs - FENCE_SLACK_MS;
+    return this.lost.get(account)?.killAt ?? null;
+  }
+
+  /** The account's bot has no process left: a lost lease's kill deadline is no longer needed. */
+  processGone(account: string): void {
+    this.lost.delete(account);
+  }
+
+  /** Accounts whose lease was lost and whose bot may still run. */
+  lostAccounts(): string[] {
+    return [...this.lost.keys()];
   }
 
   stillHeld(account: string, token: number): boolean {
@@ -199,7 +256,7 @@ export class PgLockBackend implements LockBackend {
   }
 
   async acquire(req: AcquireRequest): Promise<AcquireResult> {
-    const sent = this.mono();
+    const sent = this.boot();
     const res = await this.tx(async (c) => {
       await c.query('INSERT INTO botwarden_account_leases (account) VALUES ($1) ON CONFLICT (account) DO NOTHING', [req.account]);
       const cur = (await c.query<Row>(`SELECT *, (${LIVE}) AS live FROM botwarden_account_leases WHERE account = $1 FOR UPDATE`, [req.account])).rows[0]!;
@@ -231,7 +288,12 @@ export class PgLockBackend implements LockBackend {
       }
       return { ok: true as const, lock, staleRemoved, keyId };
     });
-    if (res.ok) this.held.set(req.account, { token: res.lock.token, sent });
+    if (res.ok) {
+      this.held.set(req.account, { token: res.lock.token, sent });
+      // A new grant: its bot is spawned only once any earlier one is gone, but the deadline of an
+      // older lost lease must not outlive it unnoticed; the new lease's own deadline is later.
+      this.lost.delete(req.account);
+    }
     return res;
   }
 
@@ -339,25 +401,42 @@ export class PgLockBackend implements LockBackend {
     return h.sent + this.o.leaseMs - (this.o.graceOf(account) + FENCE_KILL_MS + FENCE_SLACK_MS);
   }
 
+  /** Fences every held lease whose deadline passed; first notices a wake (the boot clock ran ahead). */
   private checkFences(): void {
-    const now = this.mono();
+    const now = this.boot();
+    const mono = this.mono();
+    const last = this.lastCheck;
+    this.lastCheck = { boot: now, mono };
+    const sleptMs = last ? now - last.boot - (mono - last.mono) : 0;
+    const woke = sleptMs > WAKE_JUMP_MS;
+    const fenced: string[] = [];
     for (const [account, h] of this.held) {
-      if (now >= this.fenceAt(account, h)) this.lose(account, h.token, this.lastError ?? 'lease not renewed in time');
+      if (now < this.fenceAt(account, h)) continue;
+      fenced.push(account);
+      this.lose(account, h.token, woke ? `the machine was suspended or paused for ${Math.round(sleptMs)} ms: the lease may have lapsed` : (this.lastError ?? 'lease not renewed in time'));
     }
+    if (!woke) return;
+    this.stats.wakes++;
+    this.o.logger.warn({ sleptMs: Math.round(sleptMs), fenced }, 'the machine was suspended or paused: leases whose deadline passed are fenced');
+    for (const h of this.wakeHandlers) h({ sleptMs: Math.round(sleptMs), fenced });
   }
 
   private lose(account: string, token: number, reason: string): void {
-    if (this.held.get(account)?.token !== token) return;
+    const h = this.held.get(account);
+    if (h?.token !== token) return;
     this.held.delete(account);
+    this.lost.set(account, { token, killAt: h.sent + this.o.leaseMs - FENCE_SLACK_MS });
     this.stats.fences++;
     this.o.logger.error({ account, token, reason }, 'lease lost: stopping the bot (self-fencing)');
     for (const h of this.lostHandlers) h(account, token, reason);
   }
 
   private async renew(): Promise<void> {
+    // A lapsed deadline is acted on before any renewal is sent (after a wake, this may run first).
+    this.checkFences();
     if (this.renewing) return;
     this.renewing = true;
-    const sent = this.mono();
+    const sent = this.boot();
     const before = new Map(this.held);
     try {
       await this.ensureMigrated();

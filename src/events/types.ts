@@ -2,6 +2,9 @@
 export const EVENT_TYPES = [
   'daemon.started',
   'daemon.stopping',
+  'daemon.woke',
+  'watchdog.lost',
+  'watchdog.restarted',
   'bot.starting',
   'bot.running',
   'bot.stopping',

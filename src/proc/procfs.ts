@@ -242,6 +242,28 @@ function snapshot(): PassIndex {
   return snap.ix;
 }
 
+/**
+ * The next snapshot() must look again: it re-lists /proc unless the kernel's pid cursor says no
+ * process was created since the last pass (then that pass still lists every process there is).
+ */
+function revalidate(): void {
+  if (snap) snap.at = -Infinity;
+}
+
+let freshPending: Promise<void> | null = null;
+
+/**
+ * Resolves once the pass is one begun after this call. Callers in one turn of the event loop (a
+ * shutdown of 1,000 bots whose trees looked empty together) share it: one re-validation, not 1,000.
+ */
+export function freshPass(): Promise<void> {
+  freshPending ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+    freshPending = null;
+    revalidate();
+  });
+  return freshPending;
+}
+
 function instanceMarker(st: ProcStat): string | null {
   const k = `${st.pid}:${st.startTicks}`;
   let v = markers.get(k);
@@ -310,7 +332,9 @@ function push<K>(m: Map<K, ProcStat[]>, k: K, st: ProcStat): void {
  * born in those last milliseconds could be missed, and the duplicate hunter
  * finds it (its instance marker belongs to no live bot).
  */
-export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }): ProcStat[] {
+export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }, o: { fresh?: boolean } = {}): ProcStat[] {
+  // A verdict ("the tree is gone") needs a pass that lists every process there is now.
+  if (o.fresh) revalidate();
   const ix = snapshot();
   const from = inst.startTicks ?? 0;
   const out: ProcStat[] = [];

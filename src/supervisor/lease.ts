@@ -20,7 +20,7 @@ export function instanceLives(i: { instanceId: string | null; pid: number | null
   if (i.pid !== null && isAlive(i.pid, i.startTicks)) return true;
   if (i.instanceId === null) return false;
   // A bot leads its own group (pgid = pid); unknown pid: only the marker can tell.
-  return instanceProcesses({ id: i.instanceId, pgid: i.pgid ?? i.pid ?? -1, startTicks: i.startTicks }).length > 0;
+  return instanceProcesses({ id: i.instanceId, pgid: i.pgid ?? i.pid ?? -1, startTicks: i.startTicks }, { fresh: true }).length > 0;
 }
 
 /**

@@ -122,7 +122,11 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
     adopted.push(inst.account);
   }
 
-  await Promise.all(leftovers);
+  if (leftovers.length > 0) {
+    // The daemon's timers are unref'd and nothing listens yet: hold the process open meanwhile.
+    const hold = setInterval(() => undefined, 1000);
+    await Promise.all(leftovers).finally(() => clearInterval(hold));
+  }
 
   for (const lock of await d.locks.list().catch(() => [])) {
     const bot = bots.get(lock.account);

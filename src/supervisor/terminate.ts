@@ -12,7 +12,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { realClock, type Clock } from '../clock.js';
-import { instanceProcesses, isAlive, readStat, type ProcStat } from '../proc/procfs.js';
+import { freshPass, instanceProcesses, isAlive, readStat, type ProcStat } from '../proc/procfs.js';
 
 export interface TerminateTarget {
   instanceId: string;
@@ -114,7 +114,13 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
   await Promise.race([t.exited, g.sleep(g.remaining())]);
   for (;;) {
     tree = remaining(leaderGone ? tree.filter((p) => p.pid !== t.pid || p.startTicks !== t.startTicks) : tree, ident);
-    if (tree.length === 0) return { forced: false, gone: true };
+    if (tree.length === 0) {
+      // Looks gone: confirmed on a pass begun now (a marked process born since the shared pass
+      // would otherwise outlive the lock; SPEC 14.4).
+      await freshPass();
+      tree = instanceProcesses(ident);
+      if (tree.length === 0) return { forced: false, gone: true };
+    }
     if (g.over) break;
     for (const p of tree) {
       if (!signaled.has(p.pid)) {
@@ -127,7 +133,11 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
   // Grace is over: SIGKILL the group and every marked process, then wait for them to go.
   const killUntil = performance.now() + KILL_WAIT_MS;
   for (;;) {
-    const rest = instanceProcesses(ident);
+    let rest = instanceProcesses(ident);
+    if (rest.length === 0) {
+      await freshPass();
+      rest = instanceProcesses(ident);
+    }
     if (rest.length === 0 || performance.now() > killUntil) break;
     if (grouped && groupExists(t.pgid)) send(-t.pgid, 'SIGKILL');
     for (const p of rest) {
@@ -139,6 +149,7 @@ export async function terminate(t: TerminateTarget, signal: NodeJS.Signals, grac
   if (!leaderGone && isAlive(t.pid, t.startTicks)) await Promise.race([t.exited, sleep(Math.max(0, killUntil - performance.now()), undefined, { ref: false })]);
   // Only a tree seen gone is gone: a process that outlived SIGKILL (uninterruptible sleep, another
   // user's) keeps the lock (SPEC 14.4, 14.7).
+  await freshPass();
   const gone = instanceProcesses(ident).length === 0 && (leaderGone || !isAlive(t.pid, t.startTicks));
   return { forced: true, gone };
 }

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 export interface WatchedGroup {
   pgid: number;
   startTicks: number | null;
-  /** Monotonic ms by which the group must be dead. */
+  /** Boot-time ms (the `clock` given) by which the group must be dead. */
   killAt: number;
 }
 
@@ -24,7 +24,8 @@ export class Watchdog {
     private readonly groups: () => WatchedGroup[],
     private readonly logger: Logger,
     private readonly periodMs: number,
-    private readonly mono: () => number = () => performance.now(),
+    /** The clock of `killAt` (the lease backend's boot-time clock). */
+    private readonly clock: () => number,
   ) {}
 
   start(): void {
@@ -49,7 +50,7 @@ export class Watchdog {
   beat(): void {
     const stdin = this.child?.stdin;
     if (!stdin || stdin.destroyed) return;
-    const now = this.mono();
+    const now = this.clock();
     const groups = this.groups().map((g) => [g.pgid, g.startTicks, Math.max(0, Math.round(g.killAt - now))]);
     stdin.write(JSON.stringify({ groups }) + '\n');
   }
