@@ -12,6 +12,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sessionTimeouts } from '../src/db/pg-locks.js';
 import { daemonUid } from '../src/identity.js';
+import { bootClock } from '../src/uptime.js';
 import { isAlive } from '../src/proc/procfs.js';
 import { fixture, makeConfig, startTestDaemon, tmpDir, sweepLeftovers, taggedProcesses, waitFor, type TestDaemon } from './helper.js';
 import { CutProxy, startPostgres, type TestPg } from './pg-helper.js';
@@ -197,5 +198,32 @@ describe('PostgreSQL leases under faults (issue 20)', () => {
     expect(again.status).toBe(201);
     expect(again.body.lock.token).toBe(8);
     expect(stale.some((e) => e.type === 'lock.stale_removed' && e.account === 'pgb')).toBe(true);
+  });
+
+  it('a machine that slept through its lease deadlines fences its bots on waking, before renewing (injected boot clock)', async () => {
+    let slept = 0;
+    const laptop = await daemon('laptop', db.url(), { pga: bot }, { bootClock: () => bootClock() + slept });
+    const events: { id: number; type: string; account?: string; reason?: string; fenced?: string[]; sleptMs?: number }[] = [];
+    laptop.events.subscribe((e) => events.push(e));
+    const pid = (await laptop.req('POST', '/bots/pga/start')).body.pid as number;
+    await sleep(700); // a renewal or two: nothing to fence while awake
+    expect(events.filter((e) => e.type === 'bot.stopping')).toEqual([]);
+
+    // Six seconds asleep: CLOCK_BOOTTIME counted them, performance.now() did not.
+    slept = 6000;
+    const wokeAt = Date.now();
+    const woke = await waitFor(() => events.find((e) => e.type === 'daemon.woke'), { timeoutMs: 1000, what: 'the wake noticed' });
+    expect(woke.fenced).toEqual(['pga']);
+    expect(woke.sleptMs).toBeGreaterThanOrEqual(5900);
+    const stopping = await waitFor(() => events.find((e) => e.type === 'bot.stopping' && e.account === 'pga'), { timeoutMs: 1000, what: 'pga stopping' });
+    expect(stopping.reason).toBe('fence');
+    await waitFor(() => !isAlive(pid, null), { timeoutMs: 3000, what: 'the bot gone' });
+    figures.wakeToBotGoneMs = Date.now() - wokeAt;
+    await waitFor(() => events.some((e) => e.type === 'bot.fatal' && e.account === 'pga'), { what: 'pga fatal (lease-lost)' });
+    // Awake again, a new start gets a new lease and is not fenced.
+    expect((await laptop.req('POST', '/bots/pga/start')).status).toBe(201);
+    await sleep(700);
+    expect(events.filter((e) => e.type === 'daemon.woke')).toHaveLength(1);
+    expect(taggedProcesses('pga')).toHaveLength(1);
   });
 });

@@ -205,9 +205,12 @@ describe('daemon processes in PostgreSQL mode', () => {
   const cfg = (dir: string, name: string) =>
     writeConfig(dir, { daemon: { name, scanIntervalMs: 200 }, lock: { backend: 'postgres', url: '${PGT_URL}', ...LOCK }, accounts: { pga: bot } });
 
+  // The same data dirs in every test, as the same two daemons restarted: each one's identity is in
+  // its data dir, and a new daemon cleans up only the stale leases of its own earlier runs.
+  const d1 = tmpDir();
+  const d2 = tmpDir();
+
   async function pair() {
-    const d1 = tmpDir();
-    const d2 = tmpDir();
     const env = { PGT_URL: pg.url() };
     const laptop = spawnDaemon(d1, cfg(d1, 'laptop'), [], env);
     const vps = spawnDaemon(d2, cfg(d2, 'vps'), [], env);
