@@ -159,7 +159,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       version: VERSION,
       startedAt,
       now: () => clock.now(),
-      extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys), alertsCheck(alerts), disk.healthCheck()],
+      extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys), alertsCheck(alerts), disk.healthCheck(), ...(pg ? [pg.healthCheck()] : [])],
     });
 
     supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));

@@ -2,6 +2,12 @@
  * Wiring of PostgreSQL mode: the lease backend, bots that die with the daemon
  * (`setpriv --pdeathsig KILL`), the watchdog against a frozen daemon, and
  * self-fencing (a lost lease stops its bot with reason `fence`).
+ *
+ * The watchdog's heartbeat lists each bot's process tree for as long as it
+ * lives (from its spawn until its whole tree is gone, also while a stop or a
+ * fence runs), with its lease's kill deadline: a lost lease keeps the deadline
+ * it had until the tree is gone, so a fence waiting behind a slow stop cannot
+ * leave the bot trading past it.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -11,8 +17,10 @@ import { PgLockBackend } from './db/pg-locks.js';
 import { daemonUid } from './identity.js';
 import { MIGRATIONS_DIR } from './paths.js';
 import type { EventStore } from './events/store.js';
+import type { Check } from './monitor/health.js';
+import type { BotController } from './supervisor/bot.js';
 import type { Supervisor } from './supervisor/supervisor.js';
-import { Watchdog } from './supervisor/watchdog.js';
+import { Watchdog, type WatchedGroup } from './supervisor/watchdog.js';
 
 export interface PgMode {
   locks: PgLockBackend;
@@ -22,6 +30,36 @@ export interface PgMode {
   close(): Promise<void>;
   /** The watchdog's pid while it runs (the duplicate hunter spares it). */
   readonly watchdogPid: number | undefined;
+  /** False while the watchdog is not running (died, restart pending). */
+  watchdogHealthy(): boolean;
+  /** For /health: failing while the watchdog is down. */
+  healthCheck(): Check;
+}
+
+/** A bot's process tree: set from its spawn until the whole tree is gone (BotController.tree). */
+type Tree = { pgid: number; startTicks: number | null } | null;
+
+/** The bot's tree; before BotController has `tree`, its live instance. */
+function treeOf(b: BotController): Tree {
+  const t = (b as { tree?: Tree }).tree;
+  if (t !== undefined) return t;
+  const inst = b.live;
+  return inst ? { pgid: inst.pgid, startTicks: inst.startTicks } : null;
+}
+
+/** The watchdog's groups: every bot's tree with its lease's kill deadline (held, or lost and kept). */
+export function watchedGroups(bots: readonly BotController[], locks: Pick<PgLockBackend, 'killDeadline' | 'processGone'>): WatchedGroup[] {
+  const out: WatchedGroup[] = [];
+  for (const b of bots) {
+    const tree = treeOf(b);
+    if (!tree) {
+      locks.processGone(b.id);
+      continue;
+    }
+    const killAt = locks.killDeadline(b.id);
+    if (killAt !== null) out.push({ pgid: tree.pgid, startTicks: tree.startTicks, killAt });
+  }
+  return out;
 }
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
@@ -74,15 +112,15 @@ export async function openPgMode(config: Config, o: PgModeOptions): Promise<PgMo
         watchdog?.beat();
       });
       watchdog = new Watchdog(
-        () =>
-          supervisor.all().flatMap((b) => {
-            const inst = b.live;
-            const killAt = locks.killDeadline(b.id);
-            return inst && killAt !== null ? [{ pgid: inst.pgid, startTicks: inst.startTicks, killAt }] : [];
-          }),
+        () => watchedGroups(supervisor.all(), locks),
         o.logger.child({ module: 'watchdog' }),
         Math.max(50, Math.min(250, Math.floor(config.lock.renewMs / 2))),
         () => locks.now(),
+        {
+          lost: (w) => events.emit('watchdog.lost', { pid: w.pid, code: w.code, signal: w.signal, restartInMs: w.restartInMs }),
+          restarted: (w) => events.emit('watchdog.restarted', { pid: w.pid, downMs: w.downMs }),
+        },
+        Math.max(100, Math.min(1000, config.lock.renewMs)),
       );
       watchdog.start();
       // A new or ended bot is told to the watchdog at once, not at the next beat.
@@ -92,6 +130,13 @@ export async function openPgMode(config: Config, o: PgModeOptions): Promise<PgMo
     },
     get watchdogPid() {
       return watchdog?.pid;
+    },
+    watchdogHealthy: () => watchdog?.healthy ?? false,
+    healthCheck(): Check {
+      if (watchdog?.healthy) return { name: 'watchdog', status: 'ok', detail: `pid ${watchdog.pid}${watchdog.restarts ? `, restarted ${watchdog.restarts} time(s)` : ''}` };
+      const since = watchdog?.downSince;
+      const down = since != null ? ` for ${Math.round(performance.now() - since)} ms` : '';
+      return { name: 'watchdog', status: 'failing', detail: `the watchdog is not running${down}: a frozen daemon would leave its bots trading past their lease; restart pending` };
     },
     async close() {
       watchdog?.stop();

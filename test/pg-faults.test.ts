@@ -6,7 +6,7 @@
  * the boot clock is injected (for the simulated wake).
  */
 import { spawnSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +16,7 @@ import { bootClock } from '../src/uptime.js';
 import { isAlive } from '../src/proc/procfs.js';
 import { fixture, makeConfig, startTestDaemon, tmpDir, sweepLeftovers, taggedProcesses, waitFor, type TestDaemon } from './helper.js';
 import { CutProxy, startPostgres, type TestPg } from './pg-helper.js';
+import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
 let db: TestPg;
 const daemons: TestDaemon[] = [];
@@ -35,6 +36,7 @@ afterAll(async () => {
 afterEach(async () => {
   for (const d of daemons.splice(0)) await d.close();
   for (const p of proxies.splice(0)) await p.close();
+  killDaemons();
   await waitFor(() => taggedProcesses().length === 0, { timeoutMs: 3000, what: 'bots gone' }).catch(() => undefined);
   expect(sweepLeftovers()).toEqual([]);
 });
@@ -225,5 +227,118 @@ describe('PostgreSQL leases under faults (issue 20)', () => {
     await sleep(700);
     expect(events.filter((e) => e.type === 'daemon.woke')).toHaveLength(1);
     expect(taggedProcesses('pga')).toHaveLength(1);
+  });
+});
+
+describe('daemon processes in PostgreSQL mode under faults (issue 20)', () => {
+  const cfg = (dir: string, name: string, accounts: Accounts) =>
+    writeConfig(dir, { daemon: { name, scanIntervalMs: 200 }, lock: { backend: 'postgres', url: '${PGT_URL}', ...LOCK }, accounts });
+
+  async function pair(accounts: Accounts, laptopUrl = db.url()) {
+    const d1 = tmpDir();
+    const d2 = tmpDir();
+    const laptop = spawnDaemon(d1, cfg(d1, 'laptop', accounts), [], { PGT_URL: laptopUrl });
+    const vps = spawnDaemon(d2, cfg(d2, 'vps', accounts), [], { PGT_URL: db.url() });
+    return { laptop, d1, lc: await connectTo(d1, laptop.pid), vc: await connectTo(d2, vps.pid) };
+  }
+
+  type Check = { name: string; status: string; detail: string };
+  const watchdogCheck = (body: { checks: Check[] }) => body.checks.find((c) => c.name === 'watchdog');
+
+  it('a SIGKILLed watchdog is reported, /health fails until it is restarted, and the new one covers a frozen daemon', async () => {
+    const { laptop, lc, vc } = await pair({ pgw: bot });
+    const started = await lc.req('POST', '/bots/pgw/start');
+    expect(started.status).toBe(201);
+    const pid = started.body.pid as number;
+    const h0 = await lc.req('GET', '/health');
+    expect(h0.status).toBe(200);
+    const w0 = watchdogCheck(h0.body)!;
+    expect(w0.status).toBe('ok');
+    const wpid = Number(/pid (\d+)/.exec(w0.detail)![1]);
+    expect(isAlive(wpid, null)).toBe(true);
+
+    process.kill(wpid, 'SIGKILL');
+    const killedAt = Date.now();
+    const failing = await waitFor(
+      async () => {
+        const r = await lc.req('GET', '/health');
+        return r.status === 503 && watchdogCheck(r.body)?.status === 'failing' ? r : null;
+      },
+      { timeoutMs: 2000, intervalMs: 10, what: '/health failing without a watchdog' },
+    );
+    expect(watchdogCheck(failing.body)!.detail).toContain('not running');
+    const back = await waitFor(
+      async () => {
+        const r = await lc.req('GET', '/health');
+        const w = watchdogCheck(r.body);
+        return r.status === 200 && w?.status === 'ok' && !w.detail.startsWith(`pid ${wpid},`) ? w : null;
+      },
+      { timeoutMs: 5000, intervalMs: 10, what: 'the watchdog back' },
+    );
+    figures.watchdogBackAfterKillMs = Date.now() - killedAt;
+    const wpid2 = Number(/pid (\d+)/.exec(back.detail)![1]);
+    expect(wpid2).not.toBe(wpid);
+    expect(isAlive(wpid2, null)).toBe(true);
+    const history = (await lc.req('GET', '/events/history?types=watchdog.')).body.events as { type: string; pid: number }[];
+    expect(history.map((e) => [e.type, e.pid])).toEqual([
+      ['watchdog.lost', wpid],
+      ['watchdog.restarted', wpid2],
+    ]);
+
+    // The restarted watchdog has the bot: a frozen daemon's bot dies before the other daemon gets the account.
+    laptop.child.kill('SIGSTOP');
+    try {
+      let max = 0;
+      const frozenAt = Date.now();
+      await waitFor(
+        async () => {
+          max = Math.max(max, taggedProcesses('pgw').length);
+          return (await vc.req('POST', '/bots/pgw/start')).status === 201;
+        },
+        { timeoutMs: 12_000, intervalMs: 100, what: 'vps taking over from a frozen laptop' },
+      );
+      figures.frozenTakenOverMs = Date.now() - frozenAt;
+      expect(isAlive(pid, null)).toBe(false);
+      expect(max).toBe(1);
+    } finally {
+      laptop.child.kill('SIGCONT');
+    }
+  });
+
+  it('a fenced bot stays in the watchdog heartbeat until it is gone: a daemon frozen mid-fence still has its bot killed before the other gets the account', async () => {
+    const px = await proxy();
+    // Exits 12 s after SIGTERM; the fence gives it graceMs 900, then SIGKILL (which a frozen daemon never sends).
+    const slow = { ...bot, stop: { graceMs: 900 }, env: { BOT_EXIT_DELAY_MS: '12000' } };
+    const { laptop, d1, lc, vc } = await pair({ pgf: slow }, db.url(px.port));
+    const started = await lc.req('POST', '/bots/pgf/start');
+    expect(started.status).toBe(201);
+    const pid = started.body.pid as number;
+    px.set('blackhole');
+    const cutAt = Date.now();
+    // The fence has begun (the bot got its SIGTERM) and a heartbeat or two went out since.
+    const log = path.join(d1, 'logs', 'pgf.log');
+    await waitFor(() => existsSync(log) && readFileSync(log, 'utf8').includes('SIGTERM received'), { timeoutMs: 5000, what: 'the fence under way' });
+    await sleep(400);
+    expect(isAlive(pid, null)).toBe(true);
+    laptop.child.kill('SIGSTOP');
+    try {
+      let max = 0;
+      let diedAt = 0;
+      const grantedAt = await waitFor(
+        async () => {
+          max = Math.max(max, taggedProcesses('pgf').length);
+          if (!diedAt && !isAlive(pid, null)) diedAt = Date.now();
+          return (await vc.req('POST', '/bots/pgf/start')).status === 201 ? Date.now() : null;
+        },
+        { timeoutMs: 15_000, intervalMs: 50, what: 'vps taking the account over' },
+      );
+      figures.frozenMidFenceBotKilledAfterCutMs = diedAt - cutAt;
+      figures.frozenMidFenceTakenOverAfterCutMs = grantedAt - cutAt;
+      expect(diedAt).toBeGreaterThan(0);
+      expect(diedAt).toBeLessThanOrEqual(grantedAt);
+      expect(max).toBe(1);
+    } finally {
+      laptop.child.kill('SIGCONT');
+    }
   });
 });
