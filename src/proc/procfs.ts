@@ -353,6 +353,18 @@ export function instanceProcesses(inst: { id: string; pgid: number; startTicks: 
   return out;
 }
 
+/** Live group leaders whose BOTWARDEN_INSTANCE is one of these ids (a full pass: for rare paths). */
+export function instanceLeaders(ids: Set<string>): Map<string, ProcStat> {
+  const out = new Map<string, ProcStat>();
+  for (const pid of listPids()) {
+    const st = readStat(pid);
+    if (!st || st.state === 'Z' || st.pgid !== pid) continue;
+    const id = environValue(pid, 'BOTWARDEN_INSTANCE');
+    if (typeof id === 'string' && ids.has(id)) out.set(id, st);
+  }
+  return out;
+}
+
 /**
  * A held-open /proc/<pid>/stat: bound to that very process, so a reused pid can
  * never answer for it, and each check is one pread instead of open/read/close.

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { LockBackend } from '../db/locks.js';
 import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
-import { environValue, isAlive, listPids, openStatHandle, readStat, type ProcStat, type StatHandle } from '../proc/procfs.js';
+import { instanceLeaders, isAlive, openStatHandle, type ProcStat, type StatHandle } from '../proc/procfs.js';
 import { realClock, type Clock, type TimerHandle } from '../clock.js';
 import type { ExitStatus } from './spawn.js';
 import { terminate } from './terminate.js';
@@ -44,7 +44,7 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
   // A daemon killed between spawn() and recording the pid leaves a `spawning` row
   // without a pid; the process carries its instance id in its environment, so find it.
   const unrecorded = live.filter((i) => i.pid === null);
-  const found = unrecorded.length > 0 ? findByInstance(new Set(unrecorded.map((i) => i.id))) : new Map<string, ProcStat>();
+  const found = unrecorded.length > 0 ? instanceLeaders(new Set(unrecorded.map((i) => i.id))) : new Map<string, ProcStat>();
   for (const row of unrecorded) {
     const st = found.get(row.id);
     if (st) {
@@ -154,18 +154,6 @@ function recordDeadExit(d: ReconcileDeps, inst: { id: string; account: string; p
   d.events.emit('bot.exited', { account: inst.account, pid: inst.pid, instanceId: inst.id, code: null, signal, forced, whileDaemonDown: true }, () =>
     d.registry.markExited(inst.id, { code: null, signal, forced, endedAt }),
   );
-}
-
-/** Live group leaders whose BOTWARDEN_INSTANCE is one of these ids. */
-function findByInstance(ids: Set<string>): Map<string, ProcStat> {
-  const out = new Map<string, ProcStat>();
-  for (const pid of listPids()) {
-    const st = readStat(pid);
-    if (!st || st.state === 'Z' || st.pgid !== pid) continue;
-    const id = environValue(pid, 'BOTWARDEN_INSTANCE');
-    if (typeof id === 'string' && ids.has(id)) out.set(id, st);
-  }
-  return out;
 }
 
 /**

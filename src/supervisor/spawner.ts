@@ -7,9 +7,11 @@
  * new spawner. Should none start at all, the daemon spawns by itself.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import { instanceLeaders } from '../proc/procfs.js';
 import { SpawnError, spawnBot, type ExitStatus, type SpawnExit, type SpawnReply, type SpawnSpec, type Spawned } from './spawn.js';
 
 /** dist/spawner.js next to this module; from the TypeScript sources (tests) the built one. */
@@ -19,10 +21,21 @@ function script(): string | undefined {
 
 type Answer = { ok: Spawned } | { error: string };
 
+interface Pending {
+  resolve: (a: Answer) => void;
+  /** The request's BOTWARDEN_INSTANCE: how its process is found if the spawner dies before answering. */
+  instance: string | undefined;
+  /** The log's size when the request left: where the process's output begins. */
+  logStart: number;
+}
+
+/** How long a process forked by a spawner that died is looked for (it may not have exec'd yet). */
+const RECOVER_MS = 300;
+
 export class Spawner {
   private child: ChildProcess | null = null;
   private seq = 0;
-  private readonly pending = new Map<number, (a: Answer) => void>();
+  private readonly pending = new Map<number, Pending>();
   /** Bots this spawner started that have not exited: pid -> identity and exit. */
   private readonly live = new Map<number, { startTicks: number | null; resolve: (s: ExitStatus) => void }>();
   private closed = false;
@@ -48,7 +61,7 @@ export class Spawner {
     // A request in flight keeps the daemon alive (the channel is unref'd otherwise).
     if (this.pending.size === 0) child.channel?.ref();
     const answer = await new Promise<Answer>((resolve) => {
-      this.pending.set(id, resolve);
+      this.pending.set(id, { resolve, instance: spec.env.BOTWARDEN_INSTANCE, logStart: logSize(spec.logPath) });
       child.send({ id, spec }, (err) => {
         if (!err || !this.pending.delete(id)) return;
         if (this.pending.size === 0) child.channel?.unref();
@@ -110,7 +123,7 @@ export class Spawner {
       }
       return;
     }
-    const resolve = this.pending.get(m.id);
+    const resolve = this.pending.get(m.id)?.resolve;
     this.pending.delete(m.id);
     if (this.pending.size === 0) this.child?.channel?.unref();
     if (!resolve) return;
@@ -121,17 +134,42 @@ export class Spawner {
     resolve({ ok: { pid, pgid: pid, startTicks, exited, logStart } });
   }
 
+  private async recover(p: Pending, why: string): Promise<Answer> {
+    const id = p.instance;
+    if (id === undefined) return { error: why };
+    const until = performance.now() + RECOVER_MS;
+    for (;;) {
+      const st = instanceLeaders(new Set([id])).get(id);
+      if (st) {
+        this.logger.warn({ pid: st.pid }, 'the spawner died before answering, but the bot it forked runs: taken as spawned');
+        return { ok: { pid: st.pid, pgid: st.pgid, startTicks: st.startTicks, exited: this.orphaned(st.pid, st.startTicks), logStart: p.logStart } };
+      }
+      if (this.closed || performance.now() > until) return { error: why };
+      await sleep(20);
+    }
+  }
+
   private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.child === child) this.child = null;
     const pending = [...this.pending.values()];
     this.pending.clear();
-    // A request in flight may or may not have spawned: its instance row says so, and the hunter
-    // ends a process whose instance is not live.
-    for (const resolve of pending) resolve({ error: `the spawner exited (code ${code}, signal ${signal}) before answering` });
+    // A request in flight may or may not have spawned. A process that did come of it carries the
+    // request's instance marker: it is handed back as spawned (watched by polling), so no live bot
+    // is ever left out of /bots with its lock released (SPEC 14.3).
+    const why = `the spawner exited (code ${code}, signal ${signal}) before answering`;
+    for (const p of pending) void this.recover(p, why).then(p.resolve);
     if (this.closed) return; // the daemon closed it: nothing is waiting on it any more
     const orphans = [...this.live];
     this.live.clear();
     for (const [pid, w] of orphans) void this.orphaned(pid, w.startTicks).then(w.resolve);
     this.logger.error({ code, signal, orphans: orphans.length }, 'the spawner exited: its bots are watched by polling; the next start brings up a new one');
+  }
+}
+
+function logSize(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
   }
 }
