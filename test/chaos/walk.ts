@@ -9,32 +9,15 @@
  * `CHAOS_SEED=<seed> npm run chaos` replays it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { setPriority, tmpdir } from 'node:os';
+import { mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
+import { BOT, call as callDaemon, cmdline, kill, prng, runProcesses, startDaemonProc, startSampler, stat, type DaemonProc } from './common.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = path.join(ROOT, 'dist', 'cli.js');
-const BOT = path.join(ROOT, 'test', 'fixtures', 'chaos-bot.js');
-const SAMPLER = path.join(ROOT, 'test', 'fixtures', 'chaos-sampler.mjs');
 const SCAN_MS = 200;
-
-/** mulberry32: a seeded PRNG, so a failing walk replays step for step. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface AccountPlan {
   id: string;
@@ -52,59 +35,6 @@ export interface WalkResult {
   /** Samples that came more than 10 ms after the one before (a starved sampler). */
   over10: number;
   ms: number;
-}
-
-interface Proc {
-  pid: number;
-  start: string;
-  env: Map<string, string>;
-}
-
-function stat(pid: number): { state: string; ppid: number; start: string } | null {
-  try {
-    const t = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const f = t.slice(t.lastIndexOf(')') + 2).split(' ');
-    return { state: f[0]!, ppid: Number(f[1]), start: f[19]! };
-  } catch {
-    return null;
-  }
-}
-
-/** Live processes of this run (CHAOS_RUN=tag in their environment). */
-function runProcesses(tag: string): Proc[] {
-  const out: Proc[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
-    const st = stat(pid);
-    if (!st || st.state === 'Z' || st.state === 'X') continue;
-    let raw: string;
-    try {
-      raw = readFileSync(`/proc/${pid}/environ`, 'utf8');
-    } catch {
-      continue;
-    }
-    if (!raw.includes(`CHAOS_RUN=${tag}\0`)) continue;
-    const env = new Map(raw.split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string]));
-    out.push({ pid, start: st.start, env });
-  }
-  return out;
-}
-
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'latin1');
-  } catch {
-    return '';
-  }
-}
-
-function kill(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // gone already
-  }
 }
 
 export async function chaosWalk(o: { seed: number; steps: number; log?: (line: string) => void }): Promise<WalkResult> {
@@ -126,6 +56,7 @@ export async function chaosWalk(o: { seed: number; steps: number; log?: (line: s
     secrets[`CHAOS_${k.toUpperCase()}_SECRET`] = `chaos-sec-${k}-${o.seed}`;
   }
   const keyValues = Object.values(secrets);
+  let stats: { samples: number; maxGapMs: number; over10: number } | undefined;
 
   // The accounts: two pools sharing k2 so rotations fight over keys; kill and report copies.
   let plans: AccountPlan[] = [
@@ -155,68 +86,19 @@ export async function chaosWalk(o: { seed: number; steps: number; log?: (line: s
   };
 
   // The sampler first: it must see every process the walk makes.
-  const sampler = spawn(process.execPath, [SAMPLER, tag, JSON.stringify(keyValues)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  try {
-    // Ahead of the daemons and bots it watches, where allowed (root): a starved sampler misses instants.
-    setPriority(sampler.pid!, -10);
-  } catch {
-    // not root: it runs at the default priority
-  }
-  let stats = { samples: 0, maxGapMs: 0, over10: 0 };
-  const samplerReady = new Promise<void>((resolve) => {
-    createInterface({ input: sampler.stdout }).on('line', (line) => {
-      const m = JSON.parse(line) as { ready?: boolean; stats?: typeof stats; kind?: string };
-      if (m.ready) return resolve();
-      if (m.stats) stats = m.stats;
-      else violations.push(`step ${steps.length}: ${line}`);
-    });
-  });
-  await samplerReady;
+  const sampler = await startSampler(tag, keyValues, (line) => violations.push(`step ${steps.length}: ${line}`));
 
-  let daemon: { child: ChildProcess; stderr: string; url: string; token: string } | null = null;
+  let daemon: DaemonProc | null = null;
   const copies: ChildProcess[] = [];
   let stopped = false; // SIGSTOPped
 
   const startDaemon = async () => {
-    const child = spawn(process.execPath, [CLI, 'daemon', '--data-dir', dir, '--config', configFile, '--listen', '127.0.0.1:0'], {
-      env: { ...process.env, ...secrets, CHAOS_RUN: tag, BOTWARDEN_TOKEN: '', BOTWARDEN_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    const d = { child, stderr: '', url: '', token: '' };
-    child.stderr.on('data', (c: Buffer) => (d.stderr = (d.stderr + c.toString()).slice(-20_000)));
-    const until = performance.now() + 20_000;
-    for (;;) {
-      const info = path.join(dir, 'daemon.json');
-      if (existsSync(info)) {
-        try {
-          const j = JSON.parse(readFileSync(info, 'utf8')) as { pid: number; url: string };
-          if (j.pid === child.pid) {
-            d.url = j.url;
-            d.token = readFileSync(path.join(dir, 'api-token'), 'utf8').trim();
-            break;
-          }
-        } catch {
-          // being written
-        }
-      }
-      if (child.exitCode !== null) throw new Error(`daemon exited at boot: ${d.stderr}`);
-      if (performance.now() > until) throw new Error(`daemon did not come up: ${d.stderr}`);
-      await sleep(10);
-    }
-    daemon = d;
+    daemon = await startDaemonProc(dir, configFile, { ...secrets, CHAOS_RUN: tag });
   };
-
-  const call = async (method: string, url: string, body?: unknown): Promise<{ status: number; body: any }> => {
-    const d = daemon;
-    if (!d) return { status: 0, body: null };
-    const res = await fetch(d.url + url, {
-      method,
-      headers: { authorization: `Bearer ${d.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(30_000),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : null };
+  const call = async (method: string, url: string, body?: unknown) => {
+    const r = await callDaemon(daemon, method, url, body);
+    if (r.status === 0) throw new Error(`daemon unreachable: ${method} ${url}`);
+    return r;
   };
 
   type BotView = { account: string; state: string; pid: number | null; instanceId: string | null; configured: boolean };
@@ -425,10 +307,10 @@ export async function chaosWalk(o: { seed: number; steps: number; log?: (line: s
       if (violations.length > 0) break;
     }
   } catch (err) {
-    violations.push(`step ${steps.length}: the walk failed: ${(err as Error).stack ?? String(err)}\n${(daemon as { stderr: string } | null)?.stderr ?? ''}`);
+    violations.push(`step ${steps.length}: the walk failed: ${(err as Error).stack ?? String(err)}\n${(daemon as DaemonProc | null)?.stderr ?? ''}`);
   } finally {
     // The end: shutdown leaves nothing of ours.
-    const d = daemon as { child: ChildProcess } | null;
+    const d = daemon as DaemonProc | null;
     if (d) {
       if (stopped) d.child.kill('SIGCONT');
       d.child.kill('SIGTERM');
@@ -442,13 +324,11 @@ export async function chaosWalk(o: { seed: number; steps: number; log?: (line: s
       violations.push(`after shutdown, processes left: ${left.map((p) => `${p.pid} ${p.env.get('BOTWARDEN_ACCOUNT') ?? ''}`).join(', ')}`);
       for (const p of left) kill(p.pid, 'SIGKILL');
     }
-    sampler.stdin.write('stats\n');
-    await sleep(100);
-    sampler.stdin.end();
-    await new Promise((r) => (sampler.exitCode !== null ? r(null) : sampler.once('exit', r)));
+    stats = await sampler.stats();
+    await sampler.close();
     rmSync(dir, { recursive: true, force: true });
   }
-  return { seed: o.seed, steps, violations, samples: stats.samples, maxGapMs: stats.maxGapMs, over10: stats.over10, ms: performance.now() - t0 };
+  return { seed: o.seed, steps, violations, samples: stats?.samples ?? 0, maxGapMs: stats?.maxGapMs ?? 0, over10: stats?.over10 ?? 0, ms: performance.now() - t0 };
 }
 
 /** A reload must never read half a file. */
