@@ -9,7 +9,7 @@ import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import type { DestinationStream, Logger } from 'pino';
 import { realClock, type Clock } from './clock.js';
-import { loadConfigFile, ConfigError } from './config/load.js';
+import { configSecrets, loadConfigFile, ConfigError } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { effectiveListen, resolveSettings, type Flags, type Settings } from './config/settings.js';
 import { acquireDaemonLock, type DaemonLock } from './db/daemon-lock.js';
@@ -30,6 +30,7 @@ import { AlertOutbox } from './db/alerts.js';
 import { Metrics } from './metrics/metrics.js';
 import { DiskWatcher } from './monitor/disk.js';
 import { KeyPool } from './keys/pool.js';
+import { SecretMask } from './output/patterns.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import type { PgMode } from './pg-mode.js';
 import { CommitGroup } from './db/group.js';
@@ -90,9 +91,12 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
   assertSupportedPlatform();
   const env = opts.env ?? process.env;
   const settings = resolveSettings(opts.flags ?? {}, env, opts.cwd);
-  const logger = opts.logger ?? createLogger(settings.logLevel, opts.logDestination);
+  // Every secret the daemon holds, masked in all text that leaves it (SPEC 15): its log included.
+  const secrets = new SecretMask();
+  const logger = opts.logger ?? createLogger(settings.logLevel, opts.logDestination, secrets.fn);
   // The env file first: config strings may say ${NAME} and take it from there.
-  const secretEnv = loadEnvFile(settings.envFile, env, logger);
+  const { dotenv, merged: secretEnv } = loadEnvFile(settings.envFile, env, logger);
+  secrets.set(Object.values(dotenv));
   const config = opts.config ?? loadConfigFile(settings.configPath, secretEnv);
   const listen = effectiveListen(settings, config);
   const clock = opts.clock ?? realClock;
@@ -117,6 +121,13 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger, dataDir: settings.dataDir, bootClock: opts.bootClock }) : null;
     const locks = pg?.locks ?? new SqliteLockBackend(db, () => clock.now());
     const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
+    // Masked: key values, the API token, webhook URLs and chat ids, the database password, every .env value.
+    const refreshSecrets = (cfg: Config) => {
+      keys.setOtherSecrets([token, ...configSecrets(cfg), ...Object.values(dotenv)]);
+      secrets.set(keys.secretValues());
+    };
+    refreshSecrets(config);
+    events.setMask(secrets.fn);
     // Bots are watched by an identity poll when no spawner of ours reaps them (adopted, or their spawner died).
     // Exits found together (a shutdown) are recorded in one commit.
     const exits = new ExitPoller(clock, undefined, () => events.begin());
@@ -130,7 +141,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       daemonId,
       holder,
       logsDir,
-      env: secretEnv,
+      env,
+      dotenv,
       keys,
       spawn: spawner.spawn,
       ...(pg ? { wrapCommand: pg.wrapCommand } : {}),
@@ -146,7 +158,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       outbox: new AlertOutbox(db),
       logger: logger.child({ module: 'alerts' }),
       daemonName: name,
-      enrich: (e) => fatalFacts(supervisor, keys, e),
+      enrich: (e) => fatalFacts(supervisor, secrets.fn, e),
+      mask: secrets.fn,
       onResult: (alert, outcome) => metrics.alertsSent.inc({ alert, outcome }),
     });
     events.setOutbox(alerts);
@@ -186,6 +199,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       }
       supervisor.applyConfig(next);
       alerts.setConfig(next);
+      refreshSecrets(next);
       logger.info({ accounts: [...next.accounts.keys()] }, 'config reloaded');
       return { accounts: [...next.accounts.keys()] };
     };
@@ -204,6 +218,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       leases: () => pg?.locks.leases() ?? [],
       metrics,
       alerts,
+      mask: secrets.fn,
     });
     await app.listen({ host: listen.host, port: listen.port });
     const addr = app.server.address();
@@ -225,8 +240,12 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     spawner.warm();
     hunter.start(config.daemon.scanIntervalMs);
     alerts.start();
+    const sweepLog = new FailureLog(logger, 'stale lock sweep', () => clock.now());
     every(config.daemon.scanIntervalMs, () => {
-      supervisor.sweepStaleLocks().catch((err: unknown) => logger.error({ err }, 'stale lock sweep failed'));
+      supervisor.sweepStaleLocks().then(
+        () => sweepLog.ok(),
+        (err: unknown) => sweepLog.failed(err),
+      );
     });
 
     let shuttingDown: Promise<void> | null = null;
@@ -294,7 +313,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
  * environment wins, as with dotenv's default. Loaded into a private object,
  * never into process.env, so no bot inherits every secret.
  */
-function loadEnvFile(file: string, env: NodeJS.ProcessEnv, logger: Logger): NodeJS.ProcessEnv {
+function loadEnvFile(file: string, env: NodeJS.ProcessEnv, logger: Logger): { dotenv: Record<string, string>; merged: NodeJS.ProcessEnv } {
   let parsed: Record<string, string> = {};
   try {
     parsed = parseDotenv(readFileSync(file));
@@ -303,7 +322,58 @@ function loadEnvFile(file: string, env: NodeJS.ProcessEnv, logger: Logger): Node
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  return { ...parsed, ...env };
+  // Kept apart too: a bot gets only the .env variables its account names (SPEC 15).
+  return { dotenv: parsed, merged: { ...parsed, ...env } };
+}
+
+/**
+ * A periodic task's failures, logged without flooding (a database outage fails the sweep every
+ * second): the first failure with its error, then a summary at most once a minute (how many, the
+ * last message, no stack), and the recovery once. A change of error message is logged at once.
+ */
+export class FailureLog {
+  private failing = false;
+  private count = 0;
+  private since = 0;
+  private lastSummary = 0;
+  private lastMessage = '';
+
+  constructor(
+    private readonly logger: Pick<Logger, 'error' | 'warn' | 'info'>,
+    private readonly what: string,
+    private readonly now: () => number,
+    private readonly summaryMs = 60_000,
+  ) {}
+
+  failed(err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    const t = this.now();
+    this.count++;
+    if (!this.failing) {
+      this.failing = true;
+      this.since = t;
+      this.lastSummary = t;
+      this.count = 1;
+      this.lastMessage = message;
+      this.logger.error({ err }, `${this.what} failed; failures are summarised once a minute until it works again`);
+      return;
+    }
+    if (message !== this.lastMessage) {
+      this.lastMessage = message;
+      this.logger.error({ error: message, failures: this.count }, `${this.what} still failing, with a new error`);
+      return;
+    }
+    if (t - this.lastSummary >= this.summaryMs) {
+      this.lastSummary = t;
+      this.logger.error({ error: message, failures: this.count, failingForMs: t - this.since }, `${this.what} still failing`);
+    }
+  }
+
+  ok(): void {
+    if (!this.failing) return;
+    this.failing = false;
+    this.logger.info({ failures: this.count, failedForMs: this.now() - this.since }, `${this.what} works again`);
+  }
 }
 
 export type { DaemonLock };

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfigFile, parseConfig } from '../src/config/load.js';
@@ -19,6 +19,7 @@ describe('config file', () => {
   it('fills defaults and resolves cwd relative to the config file folder', () => {
     const dir = tmpDir();
     const file = path.join(dir, 'bw.yaml');
+    mkdirSync(path.join(dir, 'bots'));
     writeFileSync(file, 'accounts:\n  kraken-main:\n    command: [node, bot.js]\n    cwd: bots\n');
     const cfg = loadConfigFile(file);
     const a = cfg.accounts.get('kraken-main')!;

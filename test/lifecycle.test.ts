@@ -1,8 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { ManualClock } from '../src/clock.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isAlive, readEnviron } from '../src/proc/procfs.js';
-import { fixture, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, waitFor, type TestDaemon } from './helper.js';
+import { fixture, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, tmpDir, waitFor, type TestDaemon } from './helper.js';
 
 let d: TestDaemon | undefined;
 afterEach(async () => {
@@ -146,11 +147,15 @@ describe('start and stop', () => {
   });
 
   it('a command that cannot be spawned is a clear 500 and the bot goes fatal without a lock', async () => {
-    d = await startTestDaemon(makeConfig({ accounts: { broken: { ...base, command: ['/nonexistent/bot-binary'] } } }));
+    // The config check (SPEC 15) refuses a missing command at load: this one goes missing after it.
+    const binary = path.join(tmpDir(), 'bot-binary');
+    writeFileSync(binary, '#!/bin/sh\n', { mode: 0o755 });
+    d = await startTestDaemon(makeConfig({ accounts: { broken: { ...base, command: [binary] } } }));
+    rmSync(binary);
     const res = await d.req('POST', '/bots/broken/start');
     expect(res.status).toBe(500);
     expect(res.body.code).toBe('SPAWN_FAILED');
-    expect(res.body.message).toContain('/nonexistent/bot-binary');
+    expect(res.body.message).toContain(binary);
     const bot = (await d.req('GET', '/bots/broken')).body;
     expect(bot).toMatchObject({ state: 'fatal', lock: null, pid: null });
   });

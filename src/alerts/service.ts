@@ -27,6 +27,8 @@ export interface AlertDeps {
   /** Facts added to an alert when it is queued (a fatal bot's last exit and output). */
   enrich?: (e: BotwardenEvent) => Record<string, unknown>;
   onResult?: (alert: string, outcome: 'sent' | 'failed' | 'dropped') => void;
+  /** Masks every secret (SPEC 15) in what is queued and in what is sent. */
+  mask?: (text: string) => string;
   fetchTimeoutMs?: number;
 }
 
@@ -68,9 +70,13 @@ export class AlertService {
     for (const [name, t] of Object.entries(this.targets)) {
       if (!matches(t, e.type, e.account)) continue;
       extra ??= this.d.enrich?.(e) ?? {};
-      this.d.outbox.enqueue(name, `${e.type}|${e.account ?? ''}`, JSON.stringify({ ...e, ...extra }), this.now(), t.minIntervalMs);
+      this.d.outbox.enqueue(name, `${e.type}|${e.account ?? ''}`, this.mask(JSON.stringify({ ...e, ...extra })), this.now(), t.minIntervalMs);
     }
     if (extra) this.wake(0);
+  }
+
+  private mask(text: string): string {
+    return this.d.mask ? this.d.mask(text) : text;
   }
 
   /** A test message to one target, not folded. */
@@ -155,7 +161,9 @@ export class AlertService {
       log.error({ attempts: row.attempts, lastError: row.last_error, eventType: row.fold_key }, 'alert dropped: undeliverable for 24 hours');
       return this.d.onResult?.(row.target, 'dropped');
     }
-    const out = render(t, JSON.parse(row.event) as BotwardenEvent, this.d.daemonName, row.count);
+    // Masked again on the way out (queued before a secret was known: a restart with a new .env). The
+    // event, not the body: a Telegram body carries the chat id, which the service needs.
+    const out = render(t, JSON.parse(this.mask(row.event)) as BotwardenEvent, this.d.daemonName, row.count);
     const st = this.status.get(row.target) ?? { failures: 0, lastError: null, sent: 0 };
     this.status.set(row.target, st);
     let retryAfterMs: number | null = null;

@@ -2,7 +2,7 @@
  * Reading and validating the config. Every problem is collected and reported
  * with its path in the file; nothing half-valid is ever returned.
  */
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { parseDocument } from 'yaml';
@@ -40,7 +40,9 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     throw new ConfigError(where, ['/: the config must be a mapping with daemon, keys and accounts']);
   }
   const problems: string[] = [];
-  const substituted = substitute(structuredClone(raw), opts.env ?? process.env, '', problems);
+  const env = opts.env ?? process.env;
+  const refs: { at: string; name: string }[] = [];
+  const substituted = substitute(structuredClone(raw), env, '', problems, refs);
   const value = Value.Default(ConfigFile, substituted) as { accounts?: unknown; alerts?: unknown };
   // Value.Default does not descend into Record values: fill each account's defaults here.
   if (value.accounts && typeof value.accounts === 'object' && !Array.isArray(value.accounts)) {
@@ -62,6 +64,7 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
   const file = value as ConfigFile;
   const accounts = new Map<string, Account>();
   const keyIds = isObject(file.keys) ? file.keys : {};
+  const keyVars = keyVariables(file);
   for (const [id, acc] of Object.entries(isObject(file.accounts) ? file.accounts : {})) {
     const at = `/accounts/${id}`;
     if (!ACCOUNT_ID_RE.test(id)) problems.push(`${at}: account id must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`);
@@ -93,9 +96,18 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     for (const name of Object.keys(isObject(acc.env) ? acc.env : {})) {
       if (name.startsWith('BOTWARDEN_')) problems.push(`${at}/env/${name}: BOTWARDEN_* variables are set by the daemon`);
     }
-    if (problems.length === 0) {
+    for (const [i, name] of (Array.isArray(acc.passEnv) ? acc.passEnv : []).entries()) {
+      if (typeof name !== 'string') continue;
+      if (name.startsWith('BOTWARDEN_')) problems.push(`${at}/passEnv/${i}: BOTWARDEN_* variables are never passed to a bot`);
+      else if (keyVars.has(name)) problems.push(`${at}/passEnv/${i}: ${name} is a key variable; a bot gets only the pair it leased, under keys.envKey / keys.envSecret`);
+    }
+    const cwd = typeof acc.cwd === 'string' ? path.resolve(opts.baseDir, acc.cwd) : null;
+    if (cwd !== null) problems.push(...runnableProblems(at, cwd, acc.command, isObject(acc.env) && typeof acc.env.PATH === 'string' ? acc.env.PATH : env.PATH));
+    if (problems.length === 0 && cwd !== null) {
       const { name, ...rest } = acc;
-      accounts.set(id, { ...rest, id, name: name ?? id, cwd: path.resolve(opts.baseDir, acc.cwd) });
+      const mine = (r: { at: string }) => r.at.startsWith(`${at}/env/`) || r.at.startsWith(`${at}/command/`);
+      const envRefs = [...new Set(refs.filter(mine).map((r) => r.name))];
+      accounts.set(id, { ...rest, id, name: name ?? id, cwd, envRefs });
     }
   }
   if (isObject(file.lock) && file.lock.backend === 'postgres') {
@@ -137,10 +149,85 @@ function fenceBudgetProblems(file: ConfigFile): string[] {
   return out;
 }
 
-/** Replaces ${NAME} in every string with the variable's value; a missing one is a problem. */
-function substitute(v: unknown, env: NodeJS.ProcessEnv, at: string, problems: string[]): unknown {
+/**
+ * The secrets the config itself holds (SPEC 15): every alert target's URL (and its path, where a
+ * webhook's secret lives, when 16 characters or more) and chat id, the lock URL and its password (as written and decoded).
+ */
+export function configSecrets(config: Pick<Config, 'alerts' | 'lock'>): string[] {
+  const out: string[] = [];
+  const urlParts = (url: string) => {
+    out.push(url);
+    try {
+      const u = new URL(url);
+      if (u.password) out.push(u.password, decodeURIComponent(u.password));
+      // The path (+ query) where a webhook keeps its secret; a short one (/hook) is no secret and too common to mask.
+      if ((u.pathname + u.search).length >= 16) out.push(u.pathname + u.search);
+    } catch {
+      // not a URL: the whole string is masked all the same
+    }
+  };
+  for (const t of Object.values(config.alerts)) {
+    urlParts(t.url);
+    if (t.chatId) out.push(t.chatId);
+  }
+  if (config.lock.url) urlParts(config.lock.url);
+  return out;
+}
+
+/** The variable names of every configured key, and of every account's leased pair. */
+function keyVariables(file: ConfigFile): Set<string> {
+  const out = new Set<string>();
+  for (const k of Object.values(isObject(file.keys) ? file.keys : {})) {
+    if (isObject(k)) for (const n of [k.keyEnv, k.secretEnv]) if (typeof n === 'string') out.add(n);
+  }
+  for (const a of Object.values(isObject(file.accounts) ? file.accounts : {})) {
+    if (isObject(a) && isObject(a.keys)) for (const n of [a.keys.envKey, a.keys.envSecret]) if (typeof n === 'string') out.add(n);
+  }
+  return out;
+}
+
+/**
+ * SPEC 15: `cwd` is an existing directory and `command[0]` an executable file, found the way the
+ * spawn will find it: `node` is the daemon's own Node, a name with a slash is relative to cwd, any
+ * other name is looked up in PATH (the account's env PATH if it sets one, else the daemon's).
+ */
+function runnableProblems(at: string, cwd: string, command: unknown, pathVar: string | undefined): string[] {
+  let dir: boolean;
+  try {
+    dir = statSync(cwd).isDirectory();
+  } catch {
+    return [`${at}/cwd: ${cwd} does not exist`];
+  }
+  if (!dir) return [`${at}/cwd: ${cwd} is not a directory`];
+  const cmd: unknown = Array.isArray(command) ? command[0] : undefined;
+  if (typeof cmd !== 'string' || cmd === '' || cmd === 'node') return [];
+  if (cmd.includes('/')) {
+    const file = path.resolve(cwd, cmd);
+    const why = notExecutable(file);
+    return why === null ? [] : [`${at}/command/0: ${file} ${why}`];
+  }
+  for (const d of (pathVar ?? '').split(':')) {
+    if (notExecutable(path.resolve(cwd, d || '.', cmd)) === null) return [];
+  }
+  return [`${at}/command/0: '${cmd}' is not an executable file in any PATH directory (PATH=${pathVar ?? ''})`];
+}
+
+/** Why a file cannot be executed, or null when it can. */
+function notExecutable(file: string): string | null {
+  try {
+    if (!statSync(file).isFile()) return 'is not a file';
+    accessSync(file, constants.X_OK);
+    return null;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : 'is not executable';
+  }
+}
+
+/** Replaces ${NAME} in every string with the variable's value; a missing one is a problem. Every name is recorded in `refs`. */
+function substitute(v: unknown, env: NodeJS.ProcessEnv, at: string, problems: string[], refs: { at: string; name: string }[]): unknown {
   if (typeof v === 'string') {
     return v.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
+      refs.push({ at, name });
       const value = env[name];
       if (value === undefined) {
         problems.push(`${at || '/'}: \${${name}} is not set in the environment or the env file`);
@@ -149,9 +236,9 @@ function substitute(v: unknown, env: NodeJS.ProcessEnv, at: string, problems: st
       return value;
     });
   }
-  if (Array.isArray(v)) return v.map((x, i) => substitute(x, env, `${at}/${i}`, problems));
+  if (Array.isArray(v)) return v.map((x, i) => substitute(x, env, `${at}/${i}`, problems, refs));
   if (isObject(v)) {
-    for (const k of Object.keys(v)) v[k] = substitute(v[k], env, `${at}/${k}`, problems);
+    for (const k of Object.keys(v)) v[k] = substitute(v[k], env, `${at}/${k}`, problems, refs);
   }
   return v;
 }

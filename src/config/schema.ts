@@ -34,6 +34,8 @@ export const AccountConfig = Type.Object(
     command: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
     cwd: Type.String({ default: '.' }),
     env: Type.Record(Type.String({ pattern: ENV_NAME }), Type.String(), { default: {} }),
+    /** Variables of the .env file this account's bot gets as they are (besides the ones its env and command name as ${NAME}). */
+    passEnv: Type.Optional(Type.Array(Type.String({ pattern: ENV_NAME }))),
     match: Type.Optional(Type.String({ minLength: 1 })),
     duplicates: Type.Union([Type.Literal('kill'), Type.Literal('report')], { default: 'kill' }),
     startMs: Ms(1000),
@@ -144,6 +146,8 @@ export type StopSignal = (typeof STOP_SIGNALS)[number];
 export interface Account extends Omit<AccountConfig, 'name'> {
   id: string;
   name: string;
+  /** The variables its `env` and `command` name as ${NAME} (SPEC 15: they reach its bot). */
+  envRefs?: string[];
 }
 
 export interface Config {

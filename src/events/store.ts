@@ -28,6 +28,7 @@ export class EventStore {
   private readonly listeners = new Set<Listener>();
   readonly rows: EventRows;
   private outbox: Outbox | null = null;
+  private mask: ((json: string) => string) | null = null;
   private lost = 0;
 
   constructor(
@@ -46,9 +47,18 @@ export class EventStore {
    * and one commit instead of two.
    */
   emit(type: EventType, fields: { account?: string | undefined; [k: string]: unknown } = {}, alongside?: () => void): BotwardenEvent {
-    const { account, ...data } = fields;
+    const { account, ...fieldsData } = fields;
+    let data: Record<string, unknown> = fieldsData;
     const at = new Date(this.now()).toISOString();
-    const json = JSON.stringify(data);
+    let json = JSON.stringify(data);
+    if (this.mask !== null) {
+      // SPEC 15: no secret is stored, streamed or alerted (a failed spawn's message names its command line).
+      const masked = this.mask(json);
+      if (masked !== json) {
+        json = masked;
+        data = JSON.parse(masked) as Record<string, unknown>;
+      }
+    }
     const base = { type, at, ...(account !== undefined ? { account } : {}), ...data };
     let event!: BotwardenEvent;
     try {
@@ -127,6 +137,11 @@ export class EventStore {
     const e = this.emit('storage.recovered', { lostEvents: lost });
     if (e.id === -1) this.lost += lost; // still full: counted again
     else this.logger?.warn({ lostEvents: lost }, 'storage works again; events lost while the disk was full are counted in storage.recovered');
+  }
+
+  /** Masks every secret in an event's fields (their JSON) before it is stored and streamed (SPEC 15). */
+  setMask(mask: (json: string) => string): void {
+    this.mask = mask;
   }
 
   /** Called inside the storing transaction of every event (the alert outbox). */

@@ -24,5 +24,7 @@ export interface ServerDeps {
   leases: () => LeaseView[];
   metrics: Metrics;
   alerts: AlertService;
+  /** Masks every secret the daemon holds (SPEC 15) in whatever leaves over HTTP; none by default. */
+  mask?: (text: string) => string;
 }
 

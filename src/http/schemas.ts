@@ -111,9 +111,9 @@ export const HealthCheck = Type.Object({
 export const Health = Type.Object(
   {
     status: Type.Union([Type.Literal('ok'), Type.Literal('degraded'), Type.Literal('failing')]),
-    version: Type.String(),
-    uptimeMs: Type.Integer(),
-    bots: Type.Record(Type.String(), Type.Integer()),
+    version: Type.Optional(Type.String({ description: 'with a token only' })),
+    uptimeMs: Type.Optional(Type.Integer({ description: 'with a token only' })),
+    bots: Type.Optional(Type.Record(Type.String(), Type.Integer(), { description: 'with a token only' })),
     checks: Type.Optional(Type.Array(HealthCheck)),
   },
   { additionalProperties: true },

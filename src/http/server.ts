@@ -91,7 +91,10 @@ export async function buildServer(deps: ServerDeps) {
     let given = bearer(req.headers.authorization);
     // Websockets may carry the token in the query (a browser cannot set the header on them).
     if (given === undefined && (route === '/events' || route === '/bots/:account/logs/stream')) {
-      given = (req.query as { token?: string } | undefined)?.token;
+      const q: unknown = (req.query as { token?: unknown } | undefined)?.token;
+      // ?token=a&token=b arrives as an array: a malformed request, not a token to hash.
+      if (q !== undefined && typeof q !== 'string') return done(Errors.badRequest('Give the token once: ?token=<token>.'));
+      given = q;
     }
     done(tokenMatches(given) ? undefined : Errors.unauthorized());
   });
@@ -112,8 +115,12 @@ export async function buildServer(deps: ServerDeps) {
 
   // Nothing a reply says may be undone by a crash: it leaves once the writes so far are committed
   // (at once, unless a group is open: then with the group's commit, at the end of this turn).
+  // And no secret leaves in it (SPEC 15): every text body is masked, an error's message too (a
+  // failed spawn names its command line). The dashboard's files are Buffers and hold none.
+  const mask = deps.mask ?? ((t: string) => t);
   app.addHook('onSend', (_req, _reply, payload, done) => {
-    void deps.events.durable().then(() => done(null, payload)); // never rejects: false is a lost commit, already logged
+    const out = typeof payload === 'string' ? mask(payload) : payload;
+    void deps.events.durable().then(() => done(null, out)); // never rejects: false is a lost commit, already logged
   });
 
   // A refused websocket upgrade (401, 421, 400) is answered on a socket that sits outside the

@@ -19,6 +19,8 @@ export interface KeyView {
 }
 
 export class KeyPool {
+  private others: readonly string[] = [];
+
   constructor(
     private config: Config,
     private readonly env: NodeJS.ProcessEnv,
@@ -48,9 +50,14 @@ export class KeyPool {
     return { [account.keys.envKey]: this.env[ref.keyEnv] ?? '', [account.keys.envSecret]: this.env[ref.secretEnv] ?? '' };
   }
 
-  /** Every configured secret value (key and secret), to be masked wherever output is shown. */
+  /** The daemon's other secrets (API token, alert URLs, database password, .env values: SPEC 15), masked with the keys. */
+  setOtherSecrets(values: readonly string[]): void {
+    this.others = values;
+  }
+
+  /** Every secret value: each configured key and secret, and the other secrets; masked wherever output is shown. */
   secretValues(): string[] {
-    const out: string[] = [];
+    const out: string[] = [...this.others];
     for (const ref of Object.values(this.config.keys)) {
       for (const name of [ref.keyEnv, ref.secretEnv]) {
         const v = this.env[name];

@@ -114,10 +114,16 @@ export function firstMatch(patterns: readonly CompiledPattern[], line: string): 
   return null;
 }
 
+/**
+ * Secrets shorter than this are never masked: a 3-character value would turn every "abc" in every
+ * line into ***. A real secret (a key, a token, a password, a webhook path) is longer.
+ */
+export const MIN_SECRET_LENGTH = 6;
+
 /** Every known secret value replaced by ***. */
 export function maskSecrets(text: string, secrets: readonly string[]): string {
   let out = text;
-  for (const s of secrets) if (s.length >= 4) out = out.split(s).join('***');
+  for (const s of secrets) if (s.length >= MIN_SECRET_LENGTH) out = out.split(s).join('***');
   return out;
 }
 
@@ -125,4 +131,47 @@ export function maskSecrets(text: string, secrets: readonly string[]): string {
 export function sanitizeLine(line: string, secrets: readonly string[] = []): string {
   const out = maskSecrets(line, secrets);
   return out.length > 500 ? `${out.slice(0, 500)}…` : out;
+}
+
+/**
+ * The daemon's secrets (key values, the API token, webhook URLs and chat ids, database passwords,
+ * every value of the .env file), masked in whatever text leaves the daemon (SPEC 15). One regex
+ * over every value, longest first, each also in its JSON-escaped form (a value with a quote or a
+ * backslash inside a JSON body). Values shorter than MIN_SECRET_LENGTH are not masked.
+ */
+export class SecretMask {
+  private list: string[] = [];
+  private re: RegExp | null = null;
+
+  /** Replaces the set of secrets (at start and on every reload). */
+  set(values: Iterable<string>): void {
+    const all = new Set<string>();
+    for (const v of values) {
+      if (v.length < MIN_SECRET_LENGTH) continue;
+      all.add(v);
+      const escaped = JSON.stringify(v).slice(1, -1);
+      if (escaped !== v) all.add(escaped);
+    }
+    this.list = [...all].sort((a, b) => b.length - a.length);
+    this.re = this.list.length === 0 ? null : new RegExp(this.list.map(escapeRegExp).join('|'), 'g');
+  }
+
+  /** The secret values (for the line sanitizer of events). */
+  values(): readonly string[] {
+    return this.list;
+  }
+
+  /** The text with every secret replaced by ***. */
+  mask(text: string): string {
+    if (this.re === null) return text;
+    this.re.lastIndex = 0;
+    return this.re.test(text) ? text.replace(this.re, '***') : text;
+  }
+
+  /** A mask function bound to this instance (its secrets as they are when it is called). */
+  readonly fn = (text: string): string => this.mask(text);
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

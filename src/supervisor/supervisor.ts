@@ -25,8 +25,10 @@ export interface SupervisorDeps {
   daemonId: string;
   holder: string;
   logsDir: string;
-  /** The daemon's own environment; secrets and the API token are removed before a bot sees it. */
+  /** The daemon's own process environment (not the .env file); BOTWARDEN_* and key variables are removed before a bot sees it. */
   env: NodeJS.ProcessEnv;
+  /** The .env file's variables: a bot gets only those its account names (SPEC 15). */
+  dotenv?: Readonly<Record<string, string>>;
   keys: KeyPool;
   /** Wraps a bot's argv so it dies with the daemon (PostgreSQL mode). */
   wrapCommand?: (command: string[]) => string[];
@@ -43,7 +45,7 @@ export class Supervisor {
   private startGuard: (account: Account) => Promise<void> = async () => {};
   private config: Config;
   private shuttingDown = false;
-  private envFor: { config: Config; env: Readonly<Record<string, string>> } | null = null;
+  private envFor: { config: Config; env: Readonly<Record<string, string>>; drop: Set<string>; perAccount: Map<string, Readonly<Record<string, string>>> } | null = null;
 
   constructor(
     config: Config,
@@ -199,16 +201,32 @@ export class Supervisor {
   }
 
   /**
-   * The environment a bot inherits: the daemon's, minus every configured secret variable and the
-   * API token. Worked out once per config (it was ~0.2 ms per start); callers copy it.
+   * The environment a bot inherits (SPEC 15): the daemon's own process environment minus every
+   * BOTWARDEN_* variable and every key variable, plus the .env variables its account names (${NAME}
+   * in its env or command, or passEnv). Its env, BOTWARDEN_ACCOUNT/INSTANCE and its leased pair go
+   * on top at the spawn. Worked out once per config and account (it was ~0.2 ms per start); callers copy it.
    */
-  baseEnv(): Readonly<Record<string, string>> {
-    if (this.envFor?.config !== this.config) this.envFor = { config: this.config, env: Object.freeze(this.computeBaseEnv()) };
-    return this.envFor.env;
+  baseEnv(account?: string): Readonly<Record<string, string>> {
+    if (this.envFor?.config !== this.config) this.envFor = { config: this.config, ...this.computeBaseEnv(), perAccount: new Map() };
+    const e = this.envFor;
+    if (account === undefined) return e.env;
+    let env = e.perAccount.get(account);
+    if (env === undefined) {
+      const acc = this.config.accounts.get(account);
+      const named: Record<string, string> = {};
+      const dotenv = this.deps.dotenv ?? {};
+      for (const name of [...(acc?.envRefs ?? []), ...(acc?.passEnv ?? [])]) {
+        const v = dotenv[name];
+        if (v !== undefined && !e.drop.has(name) && !name.startsWith('BOTWARDEN_') && !(name in e.env)) named[name] = v;
+      }
+      env = Object.keys(named).length === 0 ? e.env : Object.freeze({ ...e.env, ...named });
+      e.perAccount.set(account, env);
+    }
+    return env;
   }
 
-  private computeBaseEnv(): Record<string, string> {
-    const drop = new Set(['BOTWARDEN_TOKEN', 'BOTWARDEN_ACCOUNT', 'BOTWARDEN_INSTANCE']);
+  private computeBaseEnv(): { env: Readonly<Record<string, string>>; drop: Set<string> } {
+    const drop = new Set<string>();
     for (const k of Object.values(this.config.keys)) {
       drop.add(k.keyEnv);
       drop.add(k.secretEnv);
@@ -220,8 +238,8 @@ export class Supervisor {
       }
     }
     const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(this.deps.env)) if (v !== undefined && !drop.has(k)) env[k] = v;
-    return env;
+    for (const [k, v] of Object.entries(this.deps.env)) if (v !== undefined && !drop.has(k) && !k.startsWith('BOTWARDEN_')) env[k] = v;
+    return { env: Object.freeze(env), drop };
   }
 
   private makeController(id: string, given?: Account): BotController {
@@ -240,7 +258,7 @@ export class Supervisor {
       wrapCommand: d.wrapCommand ?? ((c) => c),
       spawn: d.spawn ?? spawnBot,
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
-      baseEnv: () => this.baseEnv(),
+      baseEnv: () => this.baseEnv(id),
       beforeStart: (account) => this.startGuard(account),
       onSpawned: (account) => {
         for (const h of this.spawnHandlers) h(account);

@@ -1,5 +1,4 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { maskSecrets } from '../../output/patterns.js';
 import { lastLines } from '../../output/tailer.js';
 import { AccountParams, Bot, errorResponses, LogsQuery, StopBody } from '../schemas.js';
 
@@ -66,13 +65,13 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
       (socket, req) => {
         const { account } = req.params;
         const bot = supervisor.get(account);
-        // Secrets change only with a reload; per line this is on the output hot path.
-        const secrets = deps.keys.secretValues();
+        // Every secret the daemon holds is masked (SPEC 15): one regex over all of them per line.
+        const mask = deps.mask ?? ((t: string) => t);
         const { lines } = req.query;
         const tail = lastLines(bot.logPath, lines);
-        for (const line of tail.split('\n').slice(0, -1)) socket.send(maskSecrets(line, secrets));
+        for (const line of tail.split('\n').slice(0, -1)) socket.send(mask(line));
         const off = supervisor.onLine((acct, line) => {
-          if (acct === account && socket.bufferedAmount < 8 * 1024 * 1024) socket.send(maskSecrets(line, secrets));
+          if (acct === account && socket.bufferedAmount < 8 * 1024 * 1024) socket.send(mask(line));
         });
         socket.on('close', off);
         socket.on('error', off);
@@ -84,8 +83,8 @@ export function botRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
       { schema: { tags: ['bots'], params: AccountParams, querystring: LogsQuery, response: { 200: Type.String(), ...ONE } } },
       async (req, reply) => {
         const bot = supervisor.get(req.params.account);
-        // The bot's own output; known secret values are masked all the same.
-        return reply.type('text/plain; charset=utf-8').send(maskSecrets(lastLines(bot.logPath, req.query.lines), deps.keys.secretValues()));
+        // The bot's own output; every secret the daemon holds is masked (the onSend hook, SPEC 15).
+        return reply.type('text/plain; charset=utf-8').send(lastLines(bot.logPath, req.query.lines));
       },
     );
   };

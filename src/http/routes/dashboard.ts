@@ -1,5 +1,5 @@
 /**
- * The dashboard: three static files from `dashboard/`, read once, served with
+ * The dashboard: its static files from `dashboard/` (the page, its script, style and icon), read once, served with
  * a strict Content-Security-Policy. No token is needed to load them (they hold
  * no data); every API call the page makes carries the token.
  */
@@ -23,6 +23,8 @@ const FILES: Record<string, { file: string; type: string }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/ui/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
   '/ui/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
+  // Browsers ask for it by this name whatever the page says: served without a token (no 401 in the console).
+  '/favicon.ico': { file: 'favicon.svg', type: 'image/svg+xml' },
 };
 
 /** Paths that need no token. */

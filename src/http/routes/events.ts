@@ -16,6 +16,8 @@ export function eventRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
       async (req) => ({ events: events.history(req.query.since, req.query.limit, filterOf(req.query)) }),
     );
 
+    // Events are masked when stored; masked again here for those stored before a secret was known.
+    const mask = deps.mask ?? ((t: string) => t);
     app.get('/events', { websocket: true, schema: { tags: ['events'], querystring: EventsQuery } }, (socket, req) => {
       const q = req.query as { since?: number; types?: string; account?: string };
       const filter = filterOf(q);
@@ -24,7 +26,7 @@ export function eventRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
           socket.close(1013, 'too slow: reconnect with since=<last id>');
           return;
         }
-        socket.send(JSON.stringify(e));
+        socket.send(mask(JSON.stringify(e)));
       };
       // Replay and subscribe in one synchronous run: events are stored and
       // emitted in one call too, so nothing can slip between the two.
