@@ -360,6 +360,7 @@ export class FailureLog {
     }
     if (message !== this.lastMessage) {
       this.lastMessage = message;
+      this.lastSummary = t;
       this.logger.error({ error: message, failures: this.count }, `${this.what} still failing, with a new error`);
       return;
     }
