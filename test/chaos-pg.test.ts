@@ -6,9 +6,11 @@
 import { expect, it } from 'vitest';
 import { pgChaosWalk } from './chaos/pg-walk.js';
 
+const STEPS = Number(process.env.CHAOS_PG_STEPS ?? process.env.CHAOS_STEPS ?? 25);
+
 it('PostgreSQL chaos walk: partitions, database restarts, frozen and killed daemons and watchdogs, a stuck peer: never two live instances of an account or a key', async () => {
   const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 1e9));
-  const steps = Number(process.env.CHAOS_PG_STEPS ?? process.env.CHAOS_STEPS ?? 25);
+  const steps = STEPS;
   const r = await pgChaosWalk({ seed, steps, ...(process.env.CHAOS_VERBOSE ? { log: (l: string) => console.log(l) } : {}) });
   const report = `seed ${seed}: ${r.steps.length} steps in ${(r.ms / 1000).toFixed(1)} s, ${r.samples} /proc samples, longest gap ${r.maxGapMs} ms, ${r.over10} gaps over 10 ms`;
   console.log(report);
@@ -16,4 +18,4 @@ it('PostgreSQL chaos walk: partitions, database restarts, frozen and killed daem
     throw new Error(`${report}\nreplay: CHAOS_SEED=${seed} CHAOS_STEPS=${steps} npm run chaos:pg\nviolations:\n${r.violations.join('\n')}\nsteps:\n${r.steps.map((s, i) => `${i + 1}. ${s}`).join('\n')}`);
   }
   expect(r.steps).toHaveLength(steps);
-}, 900_000);
+}, Math.max(900_000, STEPS * 10_000));

@@ -5,9 +5,11 @@
 import { expect, it } from 'vitest';
 import { chaosWalk } from './chaos/walk.js';
 
+const STEPS = Number(process.env.CHAOS_STEPS ?? 150);
+
 it('chaos walk: no account or key has two live instances on any /proc sample, nothing hidden, no stale lock, nothing left', async () => {
   const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 1e9));
-  const steps = Number(process.env.CHAOS_STEPS ?? 150);
+  const steps = STEPS;
   const r = await chaosWalk({ seed, steps, ...(process.env.CHAOS_VERBOSE ? { log: (l: string) => console.log(l) } : {}) });
   const report = `seed ${seed}: ${r.steps.length} steps in ${(r.ms / 1000).toFixed(1)} s, ${r.samples} /proc samples, longest gap ${r.maxGapMs} ms, ${r.over10} gaps over 10 ms`;
   console.log(report);
@@ -15,4 +17,4 @@ it('chaos walk: no account or key has two live instances on any /proc sample, no
     throw new Error(`${report}\nreplay: CHAOS_SEED=${seed} CHAOS_STEPS=${steps} npm run chaos\nviolations:\n${r.violations.join('\n')}\nsteps:\n${r.steps.map((s, i) => `${i + 1}. ${s}`).join('\n')}`);
   }
   expect(r.steps).toHaveLength(steps);
-}, 600_000);
+}, Math.max(600_000, STEPS * 1000));
