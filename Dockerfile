@@ -1,6 +1,8 @@
 # botwarden in a container. Build: docker build -t botwarden .
 # Run:   docker run -d --name botwarden -p 127.0.0.1:7070:7070 -v botwarden-data:/data \
-#          -e BOTWARDEN_TOKEN=change-me --env-file .env botwarden
+#          -e BOTWARDEN_TOKEN=change-me -v "$PWD/.env:/app/.env:ro" botwarden
+# Mount the .env file (readable by uid 1000) rather than `docker run --env-file`: variables of the
+# container's environment reach every bot, those of the file only the accounts that name them.
 # tini is PID 1: bots are detached from the daemon, so when the daemon restarts inside
 # the container they are re-parented to PID 1, which must reap them (see docs/operations.md).
 
@@ -26,9 +28,11 @@ WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
+# Every runtime folder of package.json "files" (test/install.test.ts checks this list against it).
 COPY migrations ./migrations
 COPY config ./config
 COPY bots ./bots
+COPY dashboard ./dashboard
 ENV NODE_ENV=production \
     BOTWARDEN_DATA_DIR=/data \
     BOTWARDEN_CONFIG=/app/config/botwarden.yaml \
