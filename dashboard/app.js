@@ -67,7 +67,12 @@ const human = (ms) => {
   if (s < 86400) return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
   return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`;
 };
-const exitText = (x) => (x ? `${x.signal ? x.signal : `code ${x.code ?? '?'}`}${x.forced ? ' (forced)' : ''}, ${human(Date.now() - Date.parse(x.at))} ago` : '-');
+// Why it ended first (SPEC 16): "stopped (request)", "killed-outside SIGKILL", "oom", "code 1".
+const causeText = (x) => (x.cause === 'stopped' ? `stopped${x.reason ? ` (${x.reason})` : ''}` : x.cause && x.cause !== 'exit' ? x.cause : '');
+const exitText = (x) =>
+  x
+    ? `${[causeText(x), x.cause === 'stopped' || x.cause === 'spawn-failed' ? '' : x.signal ? x.signal : `code ${x.code ?? '?'}`].filter(Boolean).join(' ')}${x.forced ? ' (forced)' : ''}, ${human(Date.now() - Date.parse(x.at))} ago`
+    : '-';
 const ACTIVE = new Set(['starting', 'running', 'stopping', 'backoff']);
 
 function cell(label, cls) {

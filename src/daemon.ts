@@ -30,6 +30,7 @@ import { AlertOutbox } from './db/alerts.js';
 import { Metrics } from './metrics/metrics.js';
 import { DiskWatcher } from './monitor/disk.js';
 import { KeyPool } from './keys/pool.js';
+import { OomLog } from './proc/kmsg.js';
 import { SecretMask } from './output/patterns.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import type { PgMode } from './pg-mode.js';
@@ -132,7 +133,11 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     // Exits found together (a shutdown) are recorded in one commit.
     const exits = new ExitPoller(clock, undefined, () => events.begin());
     const spawner = new Spawner((pid, startTicks) => exits.watch(pid, startTicks), logger.child({ module: 'spawner' }), () => events.begin());
+    // The kernel log tells an OOM kill from another SIGKILL (lastExit.cause); unreadable: never `oom`.
+    const oom = new OomLog();
+    oom.open();
     const supervisor = new Supervisor(config, {
+      killedByOom: (pid) => oom.killedByOom(pid),
       registry,
       events,
       locks,
@@ -263,6 +268,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
         health.close();
         exits.close();
+        oom.close();
         await pg?.close();
         events.flush();
         db?.close();

@@ -24,13 +24,31 @@ const ADVICE: Record<string, string> = {
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : v === null || v === undefined ? '-' : JSON.stringify(v));
 
+/** How each lastExit.cause reads on a phone (SPEC 16). */
+const CAUSE_TEXT: Record<string, string> = {
+  exit: 'exited by itself',
+  stopped: 'was stopped by botwarden',
+  'killed-outside': 'was killed by a signal botwarden did not send',
+  oom: 'was killed by the kernel OOM killer (out of memory)',
+  'spawn-failed': 'could not be started',
+};
+
+function exitCause(x: { cause?: string | null; reason?: string | null }): string {
+  if (!x.cause) return '';
+  return `${CAUSE_TEXT[x.cause] ?? x.cause}${x.cause === 'stopped' && x.reason ? ` (${x.reason})` : ''}, `;
+}
+
 function describe(e: BotwardenEvent): string {
   const f = e as Record<string, unknown>;
   switch (e.type as string) {
     case 'bot.fatal': {
-      const exit = f.lastExit as { code: number | null; signal: string | null } | undefined;
+      const exit = f.lastExit as { code: number | null; signal: string | null; cause?: string | null; reason?: string | null } | undefined;
       const tail = Array.isArray(f.lastLines) && f.lastLines.length ? `\nLast output:\n${(f.lastLines as string[]).join('\n')}` : '';
-      return `went FATAL (${str(f.reason)})${exit ? `; last exit: code ${exit.code ?? '?'}${exit.signal ? `, signal ${exit.signal}` : ''}` : ''}.${tail}`;
+      return `went FATAL (${str(f.reason)})${exit ? `; last exit: ${exitCause(exit)}code ${exit.code ?? '?'}${exit.signal ? `, signal ${exit.signal}` : ''}` : ''}.${tail}`;
+    }
+    case 'bot.exited': {
+      const cause = typeof f.cause === 'string' ? f.cause : 'exit';
+      return `${CAUSE_TEXT[cause] ?? 'exited'}: pid ${str(f.pid)}, code ${f.code === null || f.code === undefined ? '?' : str(f.code)}${f.signal ? `, signal ${str(f.signal)}` : ''}.`;
     }
     case 'duplicate.killed':
       return `a duplicate instance was killed: pid ${str(f.pid)}${f.forced ? ' (SIGKILL needed)' : ''}${f.cmdline ? `: ${str(f.cmdline)}` : ''}.`;

@@ -25,7 +25,10 @@ function exitText(b: BotView): string {
   const e = b.lastExit;
   if (!e) return '-';
   const what = e.signal ? e.signal : e.code === null ? 'unknown' : `code ${e.code}`;
-  return `${what}${e.forced ? ' (forced)' : ''} ${since(e.at)} ago`;
+  // The cause first: "stopped (request)", "killed-outside SIGKILL", "oom", "exit code 1".
+  const cause = e.cause === 'stopped' ? `stopped${e.reason ? ` (${e.reason})` : ''}` : e.cause && e.cause !== 'exit' ? e.cause : '';
+  const detail = e.cause === 'stopped' || e.cause === 'spawn-failed' ? '' : what;
+  return `${[cause, detail].filter(Boolean).join(' ')}${e.forced ? ' (forced)' : ''} ${since(e.at)} ago`;
 }
 
 export async function start(c: Client, out: Out, account: string): Promise<void> {

@@ -5,12 +5,23 @@
 import type { BotState } from '../supervisor/states.js';
 import type { DB } from './open.js';
 
+/**
+ * Why a bot's process ended (SPEC 16): it exited by itself, botwarden stopped it (`reason` says
+ * why), a signal botwarden did not send, the kernel's OOM killer, or it could not be spawned.
+ */
+export const EXIT_CAUSES = ['exit', 'stopped', 'killed-outside', 'oom', 'spawn-failed'] as const;
+export type ExitCause = (typeof EXIT_CAUSES)[number];
+
 export interface LastExit {
   code: number | null;
   signal: string | null;
   at: string;
   /** True when the bot did not stop within its grace and was SIGKILLed. */
   forced: boolean;
+  /** Null for an exit recorded before causes were (an older daemon's row). */
+  cause: ExitCause | null;
+  /** With `stopped`: the stop reason (request, rotation, fence, schedule, unresponsive, limit, ...). */
+  reason?: string | null;
 }
 
 export interface BotRow {
@@ -44,11 +55,13 @@ export class Registry {
 
   constructor(db: DB) {
     this.s = {
-      upsertBot: db.prepare(`INSERT INTO bots (account, state, instance_id, restarts, key_id, last_exit_code, last_exit_signal, last_exit_at, last_exit_forced, updated_at)
-        VALUES (@account, @state, @instanceId, @restarts, @keyId, @code, @signal, @at, @forced, @updatedAt)
+      upsertBot: db.prepare(`INSERT INTO bots (account, state, instance_id, restarts, key_id, last_exit_code, last_exit_signal, last_exit_at, last_exit_forced,
+          last_exit_cause, last_exit_reason, updated_at)
+        VALUES (@account, @state, @instanceId, @restarts, @keyId, @code, @signal, @at, @forced, @cause, @reason, @updatedAt)
         ON CONFLICT (account) DO UPDATE SET state = excluded.state, instance_id = excluded.instance_id, restarts = excluded.restarts,
           key_id = excluded.key_id, last_exit_code = excluded.last_exit_code, last_exit_signal = excluded.last_exit_signal,
-          last_exit_at = excluded.last_exit_at, last_exit_forced = excluded.last_exit_forced, updated_at = excluded.updated_at`),
+          last_exit_at = excluded.last_exit_at, last_exit_forced = excluded.last_exit_forced, last_exit_cause = excluded.last_exit_cause,
+          last_exit_reason = excluded.last_exit_reason, updated_at = excluded.updated_at`),
       allBots: db.prepare('SELECT * FROM bots'),
       insertInstance: db.prepare(`INSERT INTO instances (id, account, daemon_id, state, key_id, log_path, started_at)
         VALUES (@id, @account, @daemonId, 'spawning', @keyId, @logPath, @startedAt)`),
@@ -70,6 +83,8 @@ export class Registry {
       signal: b.lastExit?.signal ?? null,
       at: b.lastExit?.at ?? null,
       forced: b.lastExit ? (b.lastExit.forced ? 1 : 0) : null,
+      cause: b.lastExit?.cause ?? null,
+      reason: b.lastExit?.reason ?? null,
       updatedAt: now,
     });
   }
@@ -106,6 +121,8 @@ interface BotDbRow {
   last_exit_signal: string | null;
   last_exit_at: string | null;
   last_exit_forced: number | null;
+  last_exit_cause: ExitCause | null;
+  last_exit_reason: string | null;
 }
 
 interface InstDbRow {
@@ -132,7 +149,10 @@ function toBot(r: BotDbRow): BotRow {
     instanceId: r.instance_id,
     restarts: r.restarts,
     keyId: r.key_id,
-    lastExit: r.last_exit_at === null ? null : { code: r.last_exit_code, signal: r.last_exit_signal, at: r.last_exit_at, forced: r.last_exit_forced === 1 },
+    lastExit:
+      r.last_exit_at === null
+        ? null
+        : { code: r.last_exit_code, signal: r.last_exit_signal, at: r.last_exit_at, forced: r.last_exit_forced === 1, cause: r.last_exit_cause, reason: r.last_exit_reason },
   };
 }
 

@@ -1,6 +1,7 @@
 /** TypeBox schemas shared by the routes and the OpenAPI document. */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { ACCOUNT_ID_PATTERN } from '../config/schema.js';
+import { EXIT_CAUSES } from '../db/registry.js';
 import { BOT_STATES } from '../supervisor/states.js';
 
 /**
@@ -43,6 +44,14 @@ export const Bot = Type.Object(
         signal: OrNull(Type.String()),
         at: Type.String({ format: 'date-time' }),
         forced: Type.Boolean({ description: 'SIGKILLed after the grace period' }),
+        cause: OrNull(
+          Type.Unsafe<(typeof EXIT_CAUSES)[number]>({
+            type: 'string',
+            enum: [...EXIT_CAUSES],
+            description: 'exit: by itself; stopped: by botwarden (reason); killed-outside: a signal botwarden did not send; oom: the kernel OOM killer; spawn-failed',
+          }),
+        ),
+        reason: Type.Optional(OrNull(Type.String({ description: 'with cause stopped: the stop reason' }))),
       }),
     ),
     nonceErrors: Type.Object({ inWindow: Type.Integer(), total: Type.Integer() }),

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { Account } from '../config/schema.js';
 import type { LockRow } from '../db/locks.js';
-import type { BotRow, LastExit } from '../db/registry.js';
+import type { BotRow, ExitCause, LastExit } from '../db/registry.js';
 import { Errors, isBotwardenError } from '../errors.js';
 import { endInstance, launchInstance, type LiveInstance } from './instance.js';
 import { AccountLease, instanceLives } from './lease.js';
@@ -121,7 +121,8 @@ export class BotController extends BotMachine {
   async recoverDead(): Promise<void> {
     if (!this.wasActive || this.proc) return;
     this.wasActive = false;
-    this.lastExit = { code: null, signal: null, at: new Date(this.deps.clock.now()).toISOString(), forced: false };
+    // Ended while no daemon ran: not our child, so its code and signal are unknown.
+    this.lastExit = { code: null, signal: null, at: new Date(this.deps.clock.now()).toISOString(), forced: false, cause: 'exit' };
     if (this.account.restart.policy === 'never' || this.current !== 'stopped') return this.persist(this.current);
     await this.serialize(async () => {
       await this.lease.acquire({ nowMs: this.deps.clock.now() });
@@ -182,7 +183,7 @@ export class BotController extends BotMachine {
       let gone = true;
       if (inst && (this.current === 'running' || this.current === 'starting')) {
         this.changeState('stopping', { reason: 'fence', pid: inst.pid, ...(urgent ? { urgent } : {}) });
-        gone = await this.end(inst, graceMs);
+        gone = await this.end(inst, graceMs, { cause: 'stopped', reason: 'fence' });
       }
       if (this.current !== 'fatal') this.changeState('fatal', { reason: (gone ? 'lease-lost' : 'unkillable') satisfies FatalReason });
       if (!gone && inst) this.watchRemains(inst);
@@ -208,7 +209,7 @@ export class BotController extends BotMachine {
     const from = this.lease.keyId;
     this.cancelTimer();
     this.changeState('stopping', { reason: 'rotation' satisfies StopReason, pid: inst.pid, keyId: from });
-    if (!(await this.end(inst, this.account.stop.graceMs))) return this.holdUnkillable(inst);
+    if (!(await this.end(inst, this.account.stop.graceMs, { cause: 'stopped', reason: 'rotation' }))) return this.holdUnkillable(inst);
     const now = this.deps.clock.now();
     const coolUntil = now + this.account.nonceErrors.cooldownMs;
     const to = await this.lease.rotateKey(coolUntil, now);
@@ -301,6 +302,7 @@ export class BotController extends BotMachine {
       await this.lease.release();
       const message = (err as Error).message;
       const leaseLost = isBotwardenError(err) && err.code === 'LOCK_BACKEND_UNAVAILABLE';
+      if (!leaseLost) this.lastExit = { code: null, signal: null, at: new Date(this.deps.clock.now()).toISOString(), forced: false, cause: 'spawn-failed' };
       // -> FATAL: the command could not be spawned (or its process recorded), or the lease is gone.
       this.changeState('fatal', { reason: (leaseLost ? 'lease-lost' : 'spawn-failed') satisfies FatalReason, message });
       throw leaseLost || (isBotwardenError(err) && err.code === 'STORAGE_FULL') ? err : Errors.spawnFailed(a.id, message, err);
@@ -339,7 +341,7 @@ export class BotController extends BotMachine {
     const wasStarting = this.current === 'starting';
     // The leader is gone; whatever it left behind (workers, setsid grandchildren) goes too, before
     // anything restarts (SPEC 14.4).
-    if (!(await this.end(inst, this.account.stop.graceMs, status))) return this.holdUnkillable(inst);
+    if (!(await this.end(inst, this.account.stop.graceMs, { cause: this.causeOf(inst, status) }, status))) return this.holdUnkillable(inst);
     const next = afterExit({ wasStarting, quickFailures: this.quickFailures, code: status.code, signal: status.signal }, this.account.restart);
     this.quickFailures = next.quickFailures;
     if (next.kind === 'backoff') return this.enterBackoff(next.attempt);
@@ -382,7 +384,7 @@ export class BotController extends BotMachine {
         this.cancelTimer();
         // STARTING/RUNNING -> STOPPING
         this.changeState('stopping', { reason, pid: inst.pid });
-        if (!(await this.end(inst, graceMs ?? this.account.stop.graceMs))) return this.holdUnkillable(inst);
+        if (!(await this.end(inst, graceMs ?? this.account.stop.graceMs, { cause: 'stopped', reason }))) return this.holdUnkillable(inst);
         await this.lease.release();
         // STOPPING -> STOPPED: the process and its tree are gone.
         this.changeState('stopped', { reason });
@@ -394,12 +396,12 @@ export class BotController extends BotMachine {
    * Ends the instance's tree and forgets it: the exit is recorded, the output read to its end.
    * False when part of the tree outlived SIGKILL: the caller keeps the lock (SPEC 14.7).
    */
-  private async end(inst: LiveInstance, graceMs: number, known?: ExitStatus): Promise<boolean> {
+  private async end(inst: LiveInstance, graceMs: number, why: { cause: ExitCause; reason?: string }, known?: ExitStatus): Promise<boolean> {
     const grace = new Grace(this.deps.clock, graceMs);
     this.grace = grace;
     try {
-      const { status, forced, gone, at } = await endInstance(this.deps, this.account, inst, { grace, ...(known ? { known } : {}) });
-      this.lastExit = { code: status.code, signal: status.signal, at, forced };
+      const { status, forced, gone, at } = await endInstance(this.deps, this.account, inst, { grace, why, ...(known ? { known } : {}) });
+      this.lastExit = { code: status.code, signal: status.signal, at, forced, ...why };
       if (this.proc === inst) this.proc = null;
       this.output.unfollow();
       if (gone) this.spawned = null;
@@ -408,6 +410,16 @@ export class BotController extends BotMachine {
     } finally {
       if (this.grace === grace) this.grace = null;
     }
+  }
+
+  /**
+   * Why a process we did not stop ended: by itself (a code, or unknown for an adopted bot), the
+   * kernel's OOM killer (its log names the pid), or a signal botwarden did not send.
+   */
+  private causeOf(inst: LiveInstance, status: ExitStatus): ExitCause {
+    if (status.signal === null) return 'exit';
+    if (status.signal === 'SIGKILL' && this.deps.killedByOom?.(inst.pid)) return 'oom';
+    return 'killed-outside';
   }
 
   /** STOPPING/RUNNING/STARTING -> FATAL (unkillable): the lock stays until the tree is gone. */

@@ -96,7 +96,12 @@ export interface Ended {
  * leader's status when it already exited; otherwise it follows at once for our spawner's child (a poll for
  * adopted bots).
  */
-export async function endInstance(d: InstanceDeps, account: Account, inst: LiveInstance, o: { grace: Grace | number; known?: ExitStatus }): Promise<Ended> {
+export async function endInstance(
+  d: InstanceDeps,
+  account: Account,
+  inst: LiveInstance,
+  o: { grace: Grace | number; known?: ExitStatus; why?: { cause: string; reason?: string } },
+): Promise<Ended> {
   // What led here (a `stopping` state) is committed before the signal leaves.
   await d.events.durable();
   const { forced, gone } = await terminate(
@@ -109,7 +114,7 @@ export async function endInstance(d: InstanceDeps, account: Account, inst: LiveI
   const status = o.known ?? (await Promise.race([inst.exited, sleep(2000, unknown, { ref: false })]));
   const at = new Date(d.clock.now()).toISOString();
   // The exit record and its event: one transaction.
-  d.events.emit('bot.exited', { account: account.id, pid: inst.pid, instanceId: inst.instanceId, code: status.code, signal: status.signal, forced }, () =>
+  d.events.emit('bot.exited', { account: account.id, pid: inst.pid, instanceId: inst.instanceId, code: status.code, signal: status.signal, forced, ...(o.why ?? {}) }, () =>
     d.registry.markExited(inst.instanceId, { code: status.code, signal: status.signal, forced, endedAt: at }),
   );
   return { status, forced, gone, at };

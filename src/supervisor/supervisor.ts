@@ -32,6 +32,8 @@ export interface SupervisorDeps {
   keys: KeyPool;
   /** Wraps a bot's argv so it dies with the daemon (PostgreSQL mode). */
   wrapCommand?: (command: string[]) => string[];
+  /** The kernel's OOM killer killed this pid (the daemon's kernel-log reader). */
+  killedByOom?: (pid: number) => boolean;
   /** How bots are spawned: the daemon's spawner process; spawnBot (from this process) by default. */
   spawn?: SpawnFn;
 }
@@ -260,6 +262,7 @@ export class Supervisor {
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
       baseEnv: () => this.baseEnv(id),
       beforeStart: (account) => this.startGuard(account),
+      ...(d.killedByOom ? { killedByOom: d.killedByOom } : {}),
       onSpawned: (account) => {
         for (const h of this.spawnHandlers) h(account);
       },

@@ -13,6 +13,8 @@ export interface BotDeps extends InstanceDeps, LeaseDeps, OutputDeps {
   baseEnv: () => Readonly<Record<string, string>>;
   /** The leased key pair under the account's variable names (only for the spawn). */
   keyEnv: (account: Account, keyId: string) => Record<string, string>;
+  /** The kernel's OOM killer killed this pid (its log says so); absent where the log cannot be read. */
+  killedByOom?: (pid: number) => boolean;
   /** A bot's process exists (before its lock records it): the watchdog hears of it at once. */
   onSpawned: (account: string) => void;
   /** Runs before a start takes the lock: ends or refuses live duplicates of the account. */
