@@ -2,6 +2,7 @@
  * Reading and validating the config. Every problem is collected and reported
  * with its path in the file; nothing half-valid is ever returned.
  */
+import { Cron } from 'croner';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
@@ -89,6 +90,12 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     if (isObject(r) && typeof r.maxBackoffMs === 'number' && typeof r.backoffMs === 'number' && r.maxBackoffMs < r.backoffMs) {
       problems.push(`${at}/restart/maxBackoffMs: must be >= backoffMs (${r.backoffMs})`);
     }
+    if (isObject(r) && typeof r.schedule === 'string') {
+      const bad = cronProblem(r.schedule);
+      if (bad) problems.push(`${at}/restart/schedule: not a cron expression (${bad})`);
+    }
+    const lv = acc.liveness;
+    if (isObject(lv) && lv.watchdogMs !== undefined && lv.notify !== true) problems.push(`${at}/liveness/watchdogMs: needs notify: true (WATCHDOG=1 comes over NOTIFY_SOCKET)`);
     const pool: unknown = isObject(acc.keys) ? acc.keys.pool : undefined;
     for (const [i, keyId] of (Array.isArray(pool) ? pool : []).entries()) {
       if (typeof keyId === 'string' && !(keyId in keyIds)) problems.push(`${at}/keys/pool/${i}: unknown key '${keyId}' (not in keys)`);
@@ -264,4 +271,14 @@ function describeValue(v: unknown): string {
 
 function isObject(v: unknown): v is Record<string, any> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/** Null when croner takes the expression (5 fields, or 6 with seconds), else why not. */
+function cronProblem(expr: string): string | null {
+  try {
+    new Cron(expr, { paused: true }).stop();
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }

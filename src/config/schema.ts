@@ -40,8 +40,46 @@ export const AccountConfig = Type.Object(
     duplicates: Type.Union([Type.Literal('kill'), Type.Literal('report')], { default: 'kill' }),
     startMs: Ms(1000),
     stop: Type.Object(
-      { signal: Type.Union([StopSignal], { default: 'SIGTERM' }), graceMs: Ms(30000) },
+      {
+        signal: Type.Union([StopSignal], { default: 'SIGTERM' }),
+        graceMs: Ms(30000),
+        /** Run before the stop signal of a requested stop, restart, rotation or schedule (SPEC 16). */
+        before: Type.Optional(
+          Type.Object({ command: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), timeoutMs: Ms(10000) }, { additionalProperties: false }),
+        ),
+      },
       { additionalProperties: false, default: {} },
+    ),
+    liveness: Type.Optional(
+      Type.Object(
+        {
+          graceMs: Ms(60000),
+          silenceMs: Type.Optional(Type.Integer({ minimum: 100 })),
+          heartbeatFile: Type.Optional(Type.String({ minLength: 1 })),
+          staleMs: Ms(120000, 100),
+          http: Type.Optional(
+            Type.Object(
+              { url: Type.String({ pattern: '^https?://' }), intervalMs: Ms(10000, 100), timeoutMs: Ms(3000, 1), failures: Type.Integer({ minimum: 1, default: 3 }) },
+              { additionalProperties: false },
+            ),
+          ),
+          notify: Type.Boolean({ default: false }),
+          watchdogMs: Type.Optional(Type.Integer({ minimum: 100 })),
+          action: Type.Union([Type.Literal('restart'), Type.Literal('alert')], { default: 'restart' }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    limits: Type.Optional(
+      Type.Object(
+        {
+          memoryMB: Type.Optional(Type.Integer({ minimum: 1 })),
+          cpuPercent: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+          forMs: Ms(60000),
+          action: Type.Union([Type.Literal('restart'), Type.Literal('alert')], { default: 'restart' }),
+        },
+        { additionalProperties: false },
+      ),
     ),
     restart: Type.Object(
       {
@@ -49,6 +87,9 @@ export const AccountConfig = Type.Object(
         maxRestarts: Type.Integer({ minimum: 0, default: 5 }),
         backoffMs: Ms(1000),
         maxBackoffMs: Ms(30000),
+        /** A cron expression (5 fields, or 6 with seconds), local time: restart the running bot then. */
+        schedule: Type.Optional(Type.String({ minLength: 1 })),
+        jitterMs: Ms(0),
       },
       { additionalProperties: false, default: {} },
     ),

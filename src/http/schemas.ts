@@ -56,6 +56,9 @@ export const Bot = Type.Object(
     ),
     nonceErrors: Type.Object({ inWindow: Type.Integer(), total: Type.Integer() }),
     lock: OrNull(LockFacts),
+    status: OrNull(Type.String({ description: "the bot's own STATUS= line over NOTIFY_SOCKET (liveness.notify)" })),
+    rssBytes: OrNull(Type.Integer({ description: 'resident memory of the whole process tree, last sample' })),
+    cpuPercent: OrNull(Type.Number({ description: 'CPU of the whole tree in percent of one core, between the last two samples' })),
   },
   { $id: 'Bot' },
 );

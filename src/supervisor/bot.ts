@@ -12,6 +12,9 @@ import type { BotRow, ExitCause, LastExit } from '../db/registry.js';
 import { Errors, isBotwardenError } from '../errors.js';
 import { endInstance, launchInstance, type LiveInstance } from './instance.js';
 import { AccountLease, instanceLives } from './lease.js';
+import { BotWatch } from './bot-watch.js';
+import type { LivenessCheck } from './liveness.js';
+import { runPrestop } from './prestop.js';
 import { BotOutput } from './output.js';
 import { afterExit, backoffDelay } from './policy.js';
 import type { ExitStatus } from './spawn.js';
@@ -43,6 +46,14 @@ export class BotController extends BotMachine {
   private grace: Grace | null = null;
   /** Automatic starts refused in a row by the start gate (a copy runs, `duplicates: report`). */
   private gateRefusals = 0;
+  /** Liveness, limits, NOTIFY_SOCKET and the schedule of the running instance (SPEC 16). */
+  private watcher: BotWatch | null = null;
+  /** Restarts for being unresponsive or over a limit since the last requested start. */
+  private healthRestarts = 0;
+  /** The pre-stop hook under way: a harder stop cuts it short. */
+  private hookAbort: (() => void) | null = null;
+  /** A grace asked for by a stop that came during the pre-stop hook (applied to the stop that follows). */
+  private pendingGraceMs: number | null = null;
   /** False for a bot whose account left the config while it ran (SPEC 14.3): stoppable, never restarted. */
   configured = true;
   private readonly lease: AccountLease;
@@ -90,8 +101,15 @@ export class BotController extends BotMachine {
     const p = this.proc;
     const b = this.output.breaker;
     const nonceErrors = { inWindow: b.inWindow(), total: b.total };
+    const w = this.watcher;
     return { account: id, name, broker, brokerUsername, configured: this.configured, state: this.current, pid: p?.pid ?? null, instanceId: p?.instanceId ?? null, startedAt: p?.startedAt ?? null,
-      restarts: this.restarts, keyId: this.lease.keyId, lastExit: this.lastExit, nonceErrors, lock: this.lease.facts(p ?? this.remains) };
+      restarts: this.restarts, keyId: this.lease.keyId, lastExit: this.lastExit, nonceErrors, lock: this.lease.facts(p ?? this.remains),
+      status: w?.status ?? null, rssBytes: w?.rssBytes ?? null, cpuPercent: w?.cpuPercent === null || w === null ? null : Math.round(w.cpuPercent * 10) / 10 };
+  }
+
+  /** CPU seconds used by the running instance's tree so far (the metric's counter). */
+  get cpuSeconds(): number {
+    return this.watcher?.cpuSeconds ?? 0;
   }
 
   // ---- boot --------------------------------------------------------------
@@ -112,6 +130,7 @@ export class BotController extends BotMachine {
     await this.lease.attach({ instanceId: inst.instanceId, pid: inst.pid, startTicks: inst.startTicks });
     this.proc = inst;
     this.output.follow(inst.logPath);
+    this.startWatch(this.newWatch(), inst);
     this.changeState('running', { pid: inst.pid, instanceId: inst.instanceId, adopted: true });
     this.deps.events.emit('bot.adopted', { account: this.id, pid: inst.pid, instanceId: inst.instanceId });
     this.watch(inst, false);
@@ -208,7 +227,8 @@ export class BotController extends BotMachine {
     if (this.proc !== inst || (this.current !== 'running' && this.current !== 'starting')) return;
     const from = this.lease.keyId;
     this.cancelTimer();
-    this.changeState('stopping', { reason: 'rotation' satisfies StopReason, pid: inst.pid, keyId: from });
+    this.changeState('stopping', { reason: 'rotation' satisfies StopReason, pid: inst.pid, keyId: from, actor: 'system:breaker' });
+    await this.prestop('rotation');
     if (!(await this.end(inst, this.account.stop.graceMs, { cause: 'stopped', reason: 'rotation' }))) return this.holdUnkillable(inst);
     const now = this.deps.clock.now();
     const coolUntil = now + this.account.nonceErrors.cooldownMs;
@@ -232,7 +252,13 @@ export class BotController extends BotMachine {
 
   /** A stop asked for while another runs: a shorter grace (or force, 0) cuts the running one short. */
   private escalate(graceMs: number | undefined): void {
-    if (graceMs !== undefined && this.grace?.shorten(graceMs)) this.log.warn({ graceMs }, 'stop escalated: the stop under way is cut short');
+    if (graceMs === undefined) return;
+    if (this.grace?.shorten(graceMs)) this.log.warn({ graceMs }, 'stop escalated: the stop under way is cut short');
+    else if (this.hookAbort) {
+      // During the pre-stop hook: the hook is cut short, and the stop that follows gets this grace.
+      this.pendingGraceMs = Math.min(this.pendingGraceMs ?? Infinity, graceMs);
+      this.hookAbort();
+    }
   }
 
   private async freshStart(): Promise<void> {
@@ -246,6 +272,7 @@ export class BotController extends BotMachine {
     this.restarts = 0;
     this.quickFailures = 0;
     this.gateRefusals = 0;
+    this.healthRestarts = 0;
     await this.launch(false);
   }
 
@@ -285,7 +312,9 @@ export class BotController extends BotMachine {
     if (gated && !(await this.passGate())) return;
     const a = this.account;
     const keyId = this.lease.keyId;
-    const env = { ...this.deps.baseEnv(), ...a.env, ...(keyId !== null ? this.deps.keyEnv(a, keyId) : {}) };
+    // Made before the spawn: a NOTIFY_SOCKET must exist for the bot's first READY=1.
+    const watch = this.newWatch();
+    const env = { ...this.deps.baseEnv(), ...a.env, ...watch.env, ...(keyId !== null ? this.deps.keyEnv(a, keyId) : {}) };
     let inst: LiveInstance;
     // Known before the process exists: a scan that runs while the spawn is recorded (a PostgreSQL
     // round trip) must not take our own new bot for a copy.
@@ -299,6 +328,7 @@ export class BotController extends BotMachine {
     } catch (err) {
       this.launching = null;
       this.spawned = null;
+      watch.stop();
       await this.lease.release();
       const message = (err as Error).message;
       const leaseLost = isBotwardenError(err) && err.code === 'LOCK_BACKEND_UNAVAILABLE';
@@ -311,8 +341,107 @@ export class BotController extends BotMachine {
     this.launching = null;
     this.output.breaker.rearm();
     this.output.follow(inst.logPath, inst.logStart);
+    this.startWatch(watch, inst);
     this.changeState('starting', { pid: inst.pid, instanceId: inst.instanceId });
-    this.watch(inst, true);
+    // With notify, READY=1 makes it `running` (it may have come already, during the attach).
+    this.watch(inst, !watch.readyByNotify);
+    if (watch.readySeen) this.onReady(watch);
+  }
+
+  // ---- liveness, limits, schedule (SPEC 16) -------------------------------
+
+  private newWatch(): BotWatch {
+    const w: BotWatch = new BotWatch(this.account, this.deps.clock, path.dirname(this.deps.logsDir), {
+      lastOutputAt: () => this.output.lastLineAt,
+      unresponsive: (check, lastSeen) => this.onUnresponsive(w, check, lastSeen),
+      limitExceeded: (limit, value) => this.onLimit(w, limit, value),
+      ready: () => this.onReady(w),
+      scheduled: () => this.onScheduled(w),
+    });
+    return w;
+  }
+
+  private startWatch(w: BotWatch, inst: LiveInstance): void {
+    this.watcher?.stop();
+    this.watcher = w;
+    w.start({ instanceId: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks }, this.deps.clock.now());
+  }
+
+  /** READY=1: STARTING -> RUNNING (instead of startMs). */
+  private onReady(w: BotWatch): void {
+    w.readySeen = true;
+    const inst = this.proc;
+    if (this.watcher !== w || !inst || this.current !== 'starting') return;
+    this.cancelTimer();
+    this.quickFailures = 0;
+    this.gateRefusals = 0;
+    this.changeState('running', { pid: inst.pid, ready: 'notify' });
+  }
+
+  private onUnresponsive(w: BotWatch, check: LivenessCheck, lastSeenMs: number | null): void {
+    const inst = this.proc;
+    const action = this.account.liveness?.action ?? 'alert';
+    if (this.watcher !== w || !inst) return;
+    const lastSeen = lastSeenMs === null ? null : new Date(lastSeenMs).toISOString();
+    this.log.warn({ check, lastSeen, action }, 'the bot is alive but unresponsive');
+    this.deps.events.emit('bot.unresponsive', { account: this.id, pid: inst.pid, check, lastSeen, action, actor: 'system:liveness' });
+    if (action === 'restart') this.serialize(() => this.restartFor(inst, 'unresponsive')).catch((err: unknown) => this.log.error({ err }, 'restart of an unresponsive bot failed'));
+  }
+
+  private onLimit(w: BotWatch, limit: 'memory' | 'cpu', value: number): void {
+    const inst = this.proc;
+    const action = this.account.limits?.action ?? 'alert';
+    if (this.watcher !== w || !inst) return;
+    this.log.warn({ limit, value, action }, 'the bot is over a limit');
+    this.deps.events.emit('bot.limit_exceeded', { account: this.id, pid: inst.pid, limit, value, action, actor: 'system:limits' });
+    if (action === 'restart') this.serialize(() => this.restartFor(inst, 'limit')).catch((err: unknown) => this.log.error({ err }, 'restart of a bot over its limit failed'));
+  }
+
+  private onScheduled(w: BotWatch): void {
+    const inst = this.proc;
+    if (this.watcher !== w || !inst) return;
+    this.serialize(() => this.restartFor(inst, 'schedule')).catch((err: unknown) => this.log.error({ err }, 'scheduled restart failed'));
+  }
+
+  /**
+   * A restart decided by botwarden (unresponsive, a limit, the schedule): a graceful stop, then a
+   * start through the one gate (SPEC 14.5), the lock kept in between. Unresponsive and limit
+   * restarts count toward maxRestarts: past it the bot goes FATAL instead of looping.
+   * RUNNING/STARTING -> STOPPING -> STARTING (or BACKOFF, FATAL).
+   */
+  private async restartFor(inst: LiveInstance, reason: 'unresponsive' | 'limit' | 'schedule'): Promise<void> {
+    if (this.proc !== inst || (this.current !== 'running' && this.current !== 'starting')) return;
+    this.cancelTimer();
+    this.changeState('stopping', { reason, pid: inst.pid, actor: `system:${reason === 'unresponsive' ? 'liveness' : reason === 'limit' ? 'limits' : 'schedule'}` });
+    await this.prestop(reason);
+    if (!(await this.end(inst, this.account.stop.graceMs, { cause: 'stopped', reason }))) return this.holdUnkillable(inst);
+    if (reason !== 'schedule' && ++this.healthRestarts > this.account.restart.maxRestarts) {
+      await this.lease.release();
+      // STOPPING -> FATAL: restarted maxRestarts times and still unresponsive (or over its limit).
+      this.changeState('fatal', { reason: reason satisfies FatalReason, restarts: this.healthRestarts - 1 });
+      return;
+    }
+    this.restarts++;
+    await this.launch(true);
+  }
+
+  /**
+   * The pre-stop hook (`stop.before`) before the stop signal of a requested stop, restart,
+   * rotation, schedule, liveness or limit restart; never on a fence, a shutdown, a duplicate or an
+   * emergency stop (grace 0).
+   */
+  private async prestop(reason: StopReason, graceMs = this.account.stop.graceMs): Promise<void> {
+    const hook = this.account.stop.before;
+    if (!hook || graceMs === 0 || reason === 'fence' || reason === 'shutdown' || reason === 'duplicate') return;
+    const abort = new Promise<void>((resolve) => (this.hookAbort = resolve));
+    try {
+      const env = { ...this.deps.baseEnv(), ...this.account.env, BOTWARDEN_ACCOUNT: this.id };
+      const r = await runPrestop(hook, { cwd: this.account.cwd, env, logPath: this.logPath, abort });
+      this.deps.events.emit('bot.prestop', { account: this.id, reason, ok: r.ok, ms: Math.round(r.ms), ...(r.detail ? { detail: r.detail } : {}) });
+      if (!r.ok) this.log.warn({ ...r }, 'the pre-stop hook did not end well; the stop goes on');
+    } finally {
+      this.hookAbort = null;
+    }
   }
 
   private watch(inst: LiveInstance, armStartTimer: boolean): void {
@@ -384,6 +513,7 @@ export class BotController extends BotMachine {
         this.cancelTimer();
         // STARTING/RUNNING -> STOPPING
         this.changeState('stopping', { reason, pid: inst.pid });
+        await this.prestop(reason, graceMs ?? this.account.stop.graceMs);
         if (!(await this.end(inst, graceMs ?? this.account.stop.graceMs, { cause: 'stopped', reason }))) return this.holdUnkillable(inst);
         await this.lease.release();
         // STOPPING -> STOPPED: the process and its tree are gone.
@@ -397,7 +527,13 @@ export class BotController extends BotMachine {
    * False when part of the tree outlived SIGKILL: the caller keeps the lock (SPEC 14.7).
    */
   private async end(inst: LiveInstance, graceMs: number, why: { cause: ExitCause; reason?: string }, known?: ExitStatus): Promise<boolean> {
-    const grace = new Grace(this.deps.clock, graceMs);
+    if (this.proc === inst) {
+      this.watcher?.stop();
+      this.watcher = null;
+    }
+    // A stop asked for during the pre-stop hook may have shortened this one.
+    const grace = new Grace(this.deps.clock, Math.min(graceMs, this.pendingGraceMs ?? Infinity));
+    this.pendingGraceMs = null;
     this.grace = grace;
     try {
       const { status, forced, gone, at } = await endInstance(this.deps, this.account, inst, { grace, why, ...(known ? { known } : {}) });

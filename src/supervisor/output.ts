@@ -24,6 +24,8 @@ export interface OutputDeps {
 export class BotOutput {
   private tailer: LogTailer | null = null;
   readonly breaker: NonceBreaker;
+  /** When the bot last printed a complete line (clock ms): the liveness `silence` check. */
+  lastLineAt: number | null = null;
 
   constructor(
     private readonly account: () => Account,
@@ -44,6 +46,7 @@ export class BotOutput {
    */
   follow(logPath: string, from?: number): void {
     this.unfollow();
+    this.lastLineAt = null;
     this.tailer = new LogTailer(logPath, (line) => this.onLine(line), {
       ...this.d.logRotation,
       fromEnd: from === undefined,
@@ -61,6 +64,7 @@ export class BotOutput {
   }
 
   private onLine(line: string): void {
+    this.lastLineAt = this.clock.now();
     const id = this.account().id;
     const hit = this.breaker.hit(line);
     if (hit) {

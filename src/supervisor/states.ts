@@ -33,7 +33,7 @@ const TRANSITIONS: { readonly [S in BotState]: readonly BotState[] } = {
   ],
   stopping: [
     'stopped', //  STOPPING -> STOPPED: the process (and its tree) is gone
-    'starting', // STOPPING -> STARTING: stopped for a key rotation, restarts at once on the next key
+    'starting', // STOPPING -> STARTING: stopped for a key rotation (or unresponsive, a limit, a schedule), restarts at once
     'fatal', //    STOPPING -> FATAL: stopped for rotation, but no usable key left; or unkillable
     'backoff', //  STOPPING -> BACKOFF: stopped for rotation, the restart refused by the start gate (a copy runs)
   ],
@@ -78,9 +78,9 @@ export const STATE_EVENT = {
 } as const satisfies { [S in BotState]: string };
 
 /** Why a bot is being stopped (`bot.stopping` reason). */
-export const STOP_REASONS = ['request', 'rotation', 'duplicate', 'shutdown', 'fence'] as const;
+export const STOP_REASONS = ['request', 'rotation', 'duplicate', 'shutdown', 'fence', 'unresponsive', 'limit', 'schedule'] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
 
 /** Why a bot went FATAL (`bot.fatal` reason). */
-export const FATAL_REASONS = ['exited-early', 'too-many-failures', 'spawn-failed', 'nonce-errors', 'keys-exhausted', 'lease-lost', 'unkillable', 'duplicate'] as const;
+export const FATAL_REASONS = ['exited-early', 'too-many-failures', 'spawn-failed', 'nonce-errors', 'keys-exhausted', 'lease-lost', 'unkillable', 'duplicate', 'unresponsive', 'limit'] as const;
 export type FatalReason = (typeof FATAL_REASONS)[number];

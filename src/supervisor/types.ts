@@ -37,4 +37,9 @@ export interface BotView {
   lastExit: LastExit | null;
   nonceErrors: { inWindow: number; total: number };
   lock: LockFacts | null;
+  /** The bot's own STATUS= line (notify), or null. */
+  status: string | null;
+  /** Resident memory of the whole tree, and its CPU use in percent of one core (last sample). */
+  rssBytes: number | null;
+  cpuPercent: number | null;
 }

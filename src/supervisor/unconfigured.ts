@@ -18,7 +18,7 @@ export function unconfiguredAccount(id: string): Account {
     startMs: 1000,
     stop: { signal: 'SIGTERM', graceMs: 30_000 },
     // Never restarted: its exit ends it for good, and it disappears from /bots.
-    restart: { policy: 'never', maxRestarts: 0, backoffMs: 1000, maxBackoffMs: 30_000 },
+    restart: { policy: 'never', maxRestarts: 0, backoffMs: 1000, maxBackoffMs: 30_000, jitterMs: 0 },
     nonceErrors: { patterns: [], rotateAfter: 3, windowMs: 60_000, cooldownMs: 900_000 },
   };
 }

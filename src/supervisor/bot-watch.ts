@@ -1,0 +1,144 @@
+/**
+ * Everything that watches one running instance besides its exit (SPEC 16): its NOTIFY_SOCKET
+ * (READY=1, STATUS=, WATCHDOG=1), the liveness checks, the resource sample of its whole tree with
+ * the limits, and the scheduled restart. The controller owns one per instance and hears back
+ * through `WatchHooks`; it decides what a finding leads to (an event, an alert, a restart through
+ * the start gate).
+ */
+import { Cron } from 'croner';
+import type { Clock, TimerHandle } from '../clock.js';
+import type { Account } from '../config/schema.js';
+import { LivenessWatch, type LivenessCheck } from './liveness.js';
+import { NotifySocket, notifyPath } from './notify.js';
+import { LimitWatch, treeUsage } from './resources.js';
+
+/** How often a bot without limits has its memory and CPU sampled (for the view and metrics). */
+const SAMPLE_MS = 10_000;
+
+export interface WatchHooks {
+  lastOutputAt(): number | null;
+  unresponsive(check: LivenessCheck, lastSeenMs: number | null): void;
+  limitExceeded(limit: 'memory' | 'cpu', value: number): void;
+  /** READY=1 came (notify): STARTING -> RUNNING. */
+  ready(): void;
+  /** The restart schedule is due. */
+  scheduled(): void;
+}
+
+export interface WatchedInstance {
+  instanceId: string;
+  pgid: number;
+  startTicks: number | null;
+}
+
+export class BotWatch {
+  private notify: NotifySocket | null = null;
+  private liveness: LivenessWatch | null = null;
+  private limits: LimitWatch | null = null;
+  private sampleTimer: TimerHandle | null = null;
+  private scheduleTimer: TimerHandle | null = null;
+  private inst: WatchedInstance | null = null;
+  private last: { at: number; cpuSeconds: number } | null = null;
+  private closed = false;
+  /** READY=1 came (it may come before the controller knows the instance). */
+  readySeen = false;
+  status: string | null = null;
+  rssBytes: number | null = null;
+  cpuPercent: number | null = null;
+  /** CPU seconds of the tree so far (the metric's counter). */
+  cpuSeconds = 0;
+
+  constructor(
+    private readonly account: Account,
+    private readonly clock: Clock,
+    private readonly dataDir: string,
+    private readonly hooks: WatchHooks,
+  ) {
+    // The socket exists before the bot does: its first READY=1 must find it.
+    if (account.liveness?.notify) {
+      this.notify = new NotifySocket(notifyPath(dataDir, account.id), (m) => {
+        if (m.status !== null) this.status = m.status;
+        this.liveness?.notified(m);
+        if (m.ready) this.hooks.ready();
+      });
+      this.notify.open();
+    }
+  }
+
+  /** What the bot's environment gets for the protocol (systemd's names). */
+  get env(): Record<string, string> {
+    const l = this.account.liveness;
+    if (!this.notify || !l) return {};
+    return { NOTIFY_SOCKET: this.notify.path, ...(l.watchdogMs !== undefined ? { WATCHDOG_USEC: String(l.watchdogMs * 1000) } : {}) };
+  }
+
+  /** With notify, READY=1 (not startMs) makes the bot `running`. */
+  get readyByNotify(): boolean {
+    return this.notify !== null;
+  }
+
+  start(inst: WatchedInstance, startedAtMs: number): void {
+    if (this.closed) return;
+    this.inst = inst;
+    const a = this.account;
+    if (a.liveness) {
+      this.liveness = new LivenessWatch(a.liveness, this.clock, startedAtMs, a.cwd, {
+        lastOutputAt: () => this.hooks.lastOutputAt(),
+        unresponsive: (check, lastSeen) => this.hooks.unresponsive(check, lastSeen),
+      });
+      this.liveness.start();
+    }
+    if (a.limits) this.limits = new LimitWatch(a.limits);
+    this.scheduleSample();
+    this.scheduleRestart();
+  }
+
+  stop(): void {
+    this.closed = true;
+    this.liveness?.stop();
+    this.sampleTimer?.cancel();
+    this.scheduleTimer?.cancel();
+    this.notify?.close();
+  }
+
+  private sampleEvery(): number {
+    const l = this.account.limits;
+    return l ? Math.max(250, Math.min(5000, Math.floor(l.forMs / 4) || 250)) : SAMPLE_MS;
+  }
+
+  private scheduleSample(): void {
+    if (this.closed) return;
+    this.sampleTimer = this.clock.setTimeout(() => {
+      this.sample();
+      this.scheduleSample();
+    }, this.sampleEvery());
+  }
+
+  /** Memory and CPU of the whole tree now; a limit held for forMs is told once per episode. */
+  sample(): void {
+    const inst = this.inst;
+    if (!inst || this.closed) return;
+    const u = treeUsage(inst);
+    const now = this.clock.now();
+    const mono = performance.now();
+    this.rssBytes = u.rssBytes;
+    if (this.last && mono > this.last.at) this.cpuPercent = Math.max(0, ((u.cpuSeconds - this.last.cpuSeconds) / ((mono - this.last.at) / 1000)) * 100);
+    if (this.last) this.cpuSeconds += Math.max(0, u.cpuSeconds - this.last.cpuSeconds);
+    this.last = { at: mono, cpuSeconds: u.cpuSeconds };
+    const hit = this.limits?.judge(now, u.rssBytes, this.cpuPercent);
+    if (hit) this.hooks.limitExceeded(hit.limit, hit.limit === 'memory' ? u.rssBytes : Math.round(hit.value));
+  }
+
+  private scheduleRestart(): void {
+    const r = this.account.restart;
+    if (this.closed || !r.schedule) return;
+    const now = this.clock.now();
+    const next = new Cron(r.schedule, { paused: true }).nextRun(new Date(now));
+    if (!next) return;
+    const jitter = r.jitterMs > 0 ? Math.floor(Math.random() * r.jitterMs) : 0;
+    this.scheduleTimer = this.clock.setTimeout(() => {
+      if (this.closed) return;
+      this.hooks.scheduled();
+    }, next.getTime() - now + jitter);
+  }
+}

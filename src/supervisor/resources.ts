@@ -1,0 +1,65 @@
+/**
+ * What a bot's whole process tree uses (SPEC 16): resident memory and CPU time, from one read of
+ * /proc/<pid>/stat per member (utime, stime and rss are all there). CPU percent is of one core,
+ * between two samples. `LimitWatch` says when a limit has held for `forMs`.
+ */
+import { instanceProcesses } from '../proc/procfs.js';
+import { readProcText } from '../proc/procfs.js';
+import type { Account } from '../config/schema.js';
+
+/** USER_HZ and the page size of every Linux this runs on (x86-64, arm64 with 4 KiB pages). */
+const HZ = 100;
+const PAGE = 4096;
+
+export interface TreeUsage {
+  rssBytes: number;
+  /** utime + stime of every live member, in seconds. */
+  cpuSeconds: number;
+}
+
+export function treeUsage(inst: { instanceId: string; pgid: number; startTicks: number | null }): TreeUsage {
+  let rss = 0;
+  let ticks = 0;
+  for (const p of instanceProcesses({ id: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks })) {
+    const text = readProcText(`/proc/${p.pid}/stat`, 'latin1');
+    if (text === null) continue;
+    // Field N is f[N - 3] after the ')' that ends comm: utime 14, stime 15, rss 24.
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(f[11]) + Number(f[12]);
+    rss += Number(f[21]) * PAGE;
+  }
+  return { rssBytes: rss, cpuSeconds: ticks / HZ };
+}
+
+type Limits = NonNullable<Account['limits']>;
+
+export class LimitWatch {
+  /** Since when (clock ms) each limit has been over, or absent. */
+  private readonly overSince = new Map<'memory' | 'cpu', number>();
+  private readonly fired = new Set<'memory' | 'cpu'>();
+
+  constructor(private readonly limits: Limits) {}
+
+  /** Judges one sample; returns the limit that has now held for forMs (once per episode). */
+  judge(nowMs: number, rssBytes: number, cpuPercent: number | null): { limit: 'memory' | 'cpu'; value: number } | null {
+    const l = this.limits;
+    const checks: ['memory' | 'cpu', boolean, number][] = [
+      ['memory', l.memoryMB !== undefined && rssBytes > l.memoryMB * 1024 * 1024, rssBytes],
+      ['cpu', l.cpuPercent !== undefined && cpuPercent !== null && cpuPercent > l.cpuPercent, cpuPercent ?? 0],
+    ];
+    for (const [limit, over, value] of checks) {
+      if (!over) {
+        this.overSince.delete(limit);
+        this.fired.delete(limit);
+        continue;
+      }
+      const since = this.overSince.get(limit) ?? nowMs;
+      this.overSince.set(limit, since);
+      if (nowMs - since >= l.forMs && !this.fired.has(limit)) {
+        this.fired.add(limit);
+        return { limit, value };
+      }
+    }
+    return null;
+  }
+}
