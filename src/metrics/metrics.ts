@@ -65,6 +65,26 @@ export class Metrics {
       },
     });
     new client.Gauge({
+      name: 'botwarden_bot_memory_bytes',
+      help: "Resident memory of the bot's whole process tree, last sample (absent when none runs).",
+      labelNames: ['account'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const b of bots()) if (b.rssBytes !== null && b.pid !== null) this.set({ account: b.account }, b.rssBytes);
+      },
+    });
+    new client.Counter({
+      name: 'botwarden_bot_cpu_seconds_total',
+      help: "CPU time (user + system) of the bot's whole process tree, sampled, since the daemon started.",
+      labelNames: ['account'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const b of d.supervisor.all()) this.inc({ account: b.id }, b.cpuSeconds);
+      },
+    });
+    new client.Gauge({
       name: 'botwarden_bot_start_time_seconds',
       help: 'Start time of the running process, in unix seconds (absent when none runs).',
       labelNames: ['account'],
@@ -86,6 +106,7 @@ export class Metrics {
     });
     const dupKilled = new client.Counter({ name: 'botwarden_duplicates_killed_total', help: 'Duplicate instances killed.', labelNames: ['account'], registers: [r] });
     const rotations = new client.Counter({ name: 'botwarden_key_rotations_total', help: 'API keys rotated away from by the nonce circuit breaker.', labelNames: ['account'], registers: [r] });
+    const unresponsive = new client.Counter({ name: 'botwarden_bot_unresponsive_total', help: 'Times a live bot was found unresponsive (liveness checks).', labelNames: ['account'], registers: [r] });
     const fences = new client.Counter({ name: 'botwarden_fences_total', help: 'Bots stopped because their lease could not be renewed (PostgreSQL mode).', labelNames: ['account'], registers: [r] });
     for (const b of bots()) {
       dupKilled.inc({ account: b.account }, 0);
@@ -94,6 +115,7 @@ export class Metrics {
     d.events.subscribe((e) => {
       const account = e.account ?? '';
       if (e.type === 'duplicate.killed') dupKilled.inc({ account });
+      if (e.type === 'bot.unresponsive') unresponsive.inc({ account });
       else if (e.type === 'key.rotated') rotations.inc({ account });
       else if (e.type === 'bot.stopping' && e.reason === 'fence') fences.inc({ account });
     });

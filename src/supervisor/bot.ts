@@ -50,6 +50,8 @@ export class BotController extends BotMachine {
   private watcher: BotWatch | null = null;
   /** Restarts for being unresponsive or over a limit since the last requested start. */
   private healthRestarts = 0;
+  /** CPU seconds of the instances watched before the current one. */
+  private cpuPast = 0;
   /** The pre-stop hook under way: a harder stop cuts it short. */
   private hookAbort: (() => void) | null = null;
   /** A grace asked for by a stop that came during the pre-stop hook (applied to the stop that follows). */
@@ -107,9 +109,9 @@ export class BotController extends BotMachine {
       status: w?.status ?? null, rssBytes: w?.rssBytes ?? null, cpuPercent: w?.cpuPercent === null || w === null ? null : Math.round(w.cpuPercent * 10) / 10 };
   }
 
-  /** CPU seconds used by the running instance's tree so far (the metric's counter). */
+  /** CPU seconds used by this account's bots' trees since the daemon started (the metric's counter). */
   get cpuSeconds(): number {
-    return this.watcher?.cpuSeconds ?? 0;
+    return this.cpuPast + (this.watcher?.cpuSeconds ?? 0);
   }
 
   // ---- boot --------------------------------------------------------------
@@ -362,9 +364,17 @@ export class BotController extends BotMachine {
   }
 
   private startWatch(w: BotWatch, inst: LiveInstance): void {
-    this.watcher?.stop();
+    this.stopWatch();
     this.watcher = w;
     w.start({ instanceId: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks }, this.deps.clock.now());
+  }
+
+  private stopWatch(): void {
+    const w = this.watcher;
+    if (!w) return;
+    w.stop();
+    this.cpuPast += w.cpuSeconds;
+    this.watcher = null;
   }
 
   /** READY=1: STARTING -> RUNNING (instead of startMs). */
@@ -527,10 +537,7 @@ export class BotController extends BotMachine {
    * False when part of the tree outlived SIGKILL: the caller keeps the lock (SPEC 14.7).
    */
   private async end(inst: LiveInstance, graceMs: number, why: { cause: ExitCause; reason?: string }, known?: ExitStatus): Promise<boolean> {
-    if (this.proc === inst) {
-      this.watcher?.stop();
-      this.watcher = null;
-    }
+    if (this.proc === inst) this.stopWatch();
     // A stop asked for during the pre-stop hook may have shortened this one.
     const grace = new Grace(this.deps.clock, Math.min(graceMs, this.pendingGraceMs ?? Infinity));
     this.pendingGraceMs = null;
