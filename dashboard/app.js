@@ -85,7 +85,7 @@ function renderBot(b) {
   if (!r) {
     const tr = el('tr', { 'data-account': b.account });
     const c = {
-      name: cell('', 'name'), state: cell('State'), pid: cell('PID'), uptime: cell('Uptime'), restarts: cell('Restarts'),
+      name: cell('', 'name'), state: cell('State'), pid: cell('PID'), uptime: cell('Uptime'), restarts: cell('Restarts'), res: cell('CPU / Mem'),
       key: cell('Key'), nonce: cell('Nonce errors'), exit: cell('Last exit'), actions: cell('', 'actions'),
     };
     const mk = (label, fn) => {
@@ -98,7 +98,7 @@ function renderBot(b) {
     c.stop = mk('Stop', (a) => act(a, 'stop'));
     c.restart = mk('Restart', (a) => act(a, 'restart'));
     mk('Logs', openLogs);
-    tr.append(c.name, c.state, c.pid, c.uptime, c.restarts, c.key, c.nonce, c.exit, c.actions);
+    tr.append(c.name, c.state, c.pid, c.uptime, c.restarts, c.res, c.key, c.nonce, c.exit, c.actions);
     $('#bots tbody').append(tr);
     r = { tr, c };
     rows.set(b.account, r);
@@ -106,10 +106,12 @@ function renderBot(b) {
   const { tr, c } = r;
   tr.dataset.state = b.state;
   c.name.replaceChildren(el('strong', {}, b.name), el('div', { class: 'sub' }, `${b.account} · ${b.broker || '-'}${b.brokerUsername ? ` · ${b.brokerUsername}` : ''}`));
-  c.state.replaceChildren(el('span', { class: `state ${b.state}` }, b.state));
+  c.state.replaceChildren(el('span', { class: `state ${b.state}` }, b.state), ...(b.status ? [el('div', { class: 'sub' }, b.status)] : []));
   c.pid.textContent = b.pid ?? '-';
   c.uptime.textContent = b.startedAt && b.pid ? human(Date.now() - Date.parse(b.startedAt)) : '-';
   c.restarts.textContent = b.restarts;
+  // The whole tree's CPU (% of one core) and resident memory, last sample (SPEC 16).
+  c.res.textContent = b.pid && b.rssBytes !== null ? `${b.cpuPercent === null ? '-' : `${b.cpuPercent} %`} / ${Math.round(b.rssBytes / 1048576)} MB` : '-';
   c.key.textContent = b.keyId ?? '-';
   c.nonce.textContent = `${b.nonceErrors.inWindow} / ${b.nonceErrors.total}`;
   c.exit.textContent = exitText(b.lastExit);
