@@ -40,6 +40,8 @@ export class BotWatch {
   private inst: WatchedInstance | null = null;
   private last: { at: number; cpuSeconds: number } | null = null;
   private closed = false;
+  /** Why NOTIFY_SOCKET could not be made (the bot then runs on startMs), or null. */
+  notifyError: string | null = null;
   /** READY=1 came (it may come before the controller knows the instance). */
   readySeen = false;
   status: string | null = null;
@@ -56,12 +58,18 @@ export class BotWatch {
   ) {
     // The socket exists before the bot does: its first READY=1 must find it.
     if (account.liveness?.notify) {
-      this.notify = new NotifySocket(notifyPath(dataDir, account.id), (m) => {
+      const sock = new NotifySocket(notifyPath(dataDir, account.id), (m) => {
         if (m.status !== null) this.status = m.status;
         this.liveness?.notified(m);
         if (m.ready) this.hooks.ready();
       });
-      this.notify.open();
+      try {
+        sock.open();
+        this.notify = sock;
+      } catch (err) {
+        // No socket (the addon missing, a path too long): the bot runs without it, on startMs.
+        this.notifyError = (err as Error).message;
+      }
     }
   }
 

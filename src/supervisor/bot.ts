@@ -316,6 +316,7 @@ export class BotController extends BotMachine {
     const keyId = this.lease.keyId;
     // Made before the spawn: a NOTIFY_SOCKET must exist for the bot's first READY=1.
     const watch = this.newWatch();
+    if (watch.notifyError) this.log.error({ err: watch.notifyError }, 'NOTIFY_SOCKET could not be made: the bot runs on startMs, without its watchdog');
     const env = { ...this.deps.baseEnv(), ...a.env, ...watch.env, ...(keyId !== null ? this.deps.keyEnv(a, keyId) : {}) };
     let inst: LiveInstance;
     // Known before the process exists: a scan that runs while the spawn is recorded (a PostgreSQL
