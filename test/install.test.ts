@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURES, ROOT, sweepLeftovers, tmpDir } from './helper.js';
@@ -80,6 +80,7 @@ describe('installed from its npm tarball into an empty prefix', () => {
       await once(daemon, 'exit');
     }
     expect(sweepLeftovers()).toEqual([]);
+    rmSync(work, { recursive: true, force: true }); // the prefix holds ~30 MB of node_modules
   });
 
   it('has only production dependencies', () => {
