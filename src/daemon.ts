@@ -23,7 +23,7 @@ import { EventStore } from './events/store.js';
 import { buildServer } from './http/server.js';
 import { createLogger } from './logger.js';
 import { DuplicateHunter } from './monitor/duplicates.js';
-import { alertsCheck, duplicatesCheck, HealthService, keysCheck } from './monitor/health.js';
+import { alertsCheck, clockCheck, duplicatesCheck, HealthService, keysCheck } from './monitor/health.js';
 import { AlertService } from './alerts/service.js';
 import { fatalFacts } from './alerts/facts.js';
 import { AlertOutbox } from './db/alerts.js';
@@ -31,6 +31,7 @@ import { Metrics } from './metrics/metrics.js';
 import { DiskWatcher } from './monitor/disk.js';
 import { KeyPool } from './keys/pool.js';
 import { OomLog } from './proc/kmsg.js';
+import { ClockService } from './monitor/clock.js';
 import { SecretMask } from './output/patterns.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import type { PgMode } from './pg-mode.js';
@@ -153,12 +154,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       ...(pg ? { wrapCommand: pg.wrapCommand } : {}),
     });
     pg?.attach(supervisor, events);
+    // This machine's clock against the exchanges' (SPEC 17): measured every checkIntervalMs and on a nonce error.
+    const offsets = new ClockService(() => supervisor.currentConfig());
     const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock);
     hunter.spare(() => [spawner.pid, pg?.watchdogPid]);
     const startedAt = clock.now();
     const disk = new DiskWatcher(settings.dataDir, () => supervisor.currentConfig().daemon.minFreeBytes, events, logger.child({ module: 'disk' }));
     disk.check();
-    const metrics = new Metrics({ supervisor, keys, events, version: VERSION, pg: pg?.locks ?? null });
+    const metrics = new Metrics({ supervisor, keys, events, version: VERSION, pg: pg?.locks ?? null, clock: offsets });
     const alerts = new AlertService(config, {
       outbox: new AlertOutbox(db),
       logger: logger.child({ module: 'alerts' }),
@@ -177,7 +180,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       version: VERSION,
       startedAt,
       now: () => clock.now(),
-      extraChecks: async () => [duplicatesCheck(hunter), await keysCheck(keys), alertsCheck(alerts), disk.healthCheck(), ...(pg ? [pg.healthCheck()] : [])],
+      extraChecks: async () => [
+        duplicatesCheck(hunter),
+        await keysCheck(keys),
+        alertsCheck(alerts),
+        disk.healthCheck(),
+        clockCheck(offsets.list().offsets, supervisor.currentConfig().clock.maxOffsetMs),
+        ...(pg ? [pg.healthCheck()] : []),
+      ],
     });
 
     supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));
@@ -210,6 +220,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     };
 
     const app = await buildServer({
+      clock: offsets,
       supervisor,
       keys,
       events,
@@ -244,6 +255,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     every(60_000, () => events.prune(supervisor.currentConfig().daemon.events));
     spawner.warm();
     hunter.start(config.daemon.scanIntervalMs);
+    offsets.start();
     alerts.start();
     const sweepLog = new FailureLog(logger, 'stale lock sweep', () => clock.now());
     every(config.daemon.scanIntervalMs, () => {
@@ -264,6 +276,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         await supervisor.shutdown(m);
         spawner.close();
         alerts.stop();
+        offsets.stop();
         await app.close();
         rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
         health.close();

@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   NOT_FOUND: 404,
   UNKNOWN_ACCOUNT: 404,
   UNKNOWN_ALERT: 404,
+  UNKNOWN_KEY: 404,
   ACCOUNT_LOCKED: 409,
   ACCOUNT_RUNNING: 409,
   DUPLICATE_RUNNING: 409,
@@ -66,6 +67,7 @@ export const Errors = {
   invalidAccountId: (id: string) =>
     new BotwardenError('INVALID_ACCOUNT_ID', `Invalid account id ${JSON.stringify(id)}: use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit.`),
   unknownAccount: (id: string) => new BotwardenError('UNKNOWN_ACCOUNT', `Unknown account '${id}': it is not in the config file.`),
+  unknownKey: (id: string) => new BotwardenError('UNKNOWN_KEY', `Unknown API key '${id}': it is not in the config's keys section.`),
   unknownAlert: (name: string) => new BotwardenError('UNKNOWN_ALERT', `Unknown alert target '${name}': it is not in the config's alerts section.`),
   accountLocked: (name: string, brokerUsername: string, lock: LockFacts | null) => {
     const where = lock?.host ? ` on daemon ${lock.holder} (host ${lock.host})` : '';

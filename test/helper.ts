@@ -28,13 +28,20 @@ export function fixture(name: string, extra: string[] = []): string[] {
   return ['node', path.join(FIXTURES, name), ...extra];
 }
 
-export function makeConfig(raw: { daemon?: object; keys?: object; lock?: object; alerts?: object; accounts: Record<string, Record<string, unknown>> }): Config {
+/**
+ * Tests never reach an exchange: every preset's server-time source points at a closed local port
+ * unless a test gives its own (a local server).
+ */
+export const LOCAL_TIME_SOURCES = Object.fromEntries(['kraken', 'binance', 'bybit', 'okx', 'kucoin', 'coinbase', 'bitfinex'].map((b) => [b, 'http://127.0.0.1:9/time']));
+
+export function makeConfig(raw: { daemon?: object; keys?: object; lock?: object; alerts?: object; clock?: { sources?: Record<string, string> } & Record<string, unknown>; accounts: Record<string, Record<string, unknown>> }): Config {
   const accounts: Record<string, Record<string, unknown>> = {};
   for (const [id, a] of Object.entries(raw.accounts)) {
     accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env) ?? {}) } };
   }
   // Tests must not turn degraded on a nearly full build machine: 1 MiB unless a test says otherwise.
-  return parseConfig({ ...raw, daemon: { minFreeBytes: 1048576, ...(raw.daemon ?? {}) }, accounts }, { baseDir: FIXTURES });
+  const clock = { ...(raw.clock ?? {}), sources: { ...LOCAL_TIME_SOURCES, ...(raw.clock?.sources ?? {}) } };
+  return parseConfig({ ...raw, clock, daemon: { minFreeBytes: 1048576, ...(raw.daemon ?? {}) }, accounts }, { baseDir: FIXTURES });
 }
 
 export interface TestDaemon extends Daemon {

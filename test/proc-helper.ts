@@ -4,15 +4,15 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { isAlive } from '../src/proc/procfs.js';
-import { ROOT, TEST_TAG, waitFor } from './helper.js';
+import { LOCAL_TIME_SOURCES, ROOT, TEST_TAG, waitFor } from './helper.js';
 
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
 
-export function writeConfig(dir: string, raw: { daemon?: object; keys?: object; lock?: object; alerts?: object; accounts: Record<string, Record<string, unknown>> }, name = "botwarden.yaml"): string {
+export function writeConfig(dir: string, raw: { daemon?: object; keys?: object; lock?: object; alerts?: object; clock?: object; accounts: Record<string, Record<string, unknown>> }, name = "botwarden.yaml"): string {
   const accounts: Record<string, Record<string, unknown>> = {};
   for (const [id, a] of Object.entries(raw.accounts)) accounts[id] = { ...a, env: { BW_TEST_TAG: TEST_TAG, ...((a.env) ?? {}) } };
   const file = path.join(dir, name);
-  writeFileSync(file, stringify({ ...raw, daemon: { minFreeBytes: 1048576, ...(raw.daemon ?? {}) }, accounts }));
+  writeFileSync(file, stringify({ ...raw, clock: { sources: LOCAL_TIME_SOURCES, ...(raw.clock ?? {}) }, daemon: { minFreeBytes: 1048576, ...(raw.daemon ?? {}) }, accounts }));
   return file;
 }
 

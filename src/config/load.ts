@@ -134,7 +134,7 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     }
   }
   if (problems.length > 0) throw new ConfigError(where, problems);
-  return { daemon: file.daemon, lock: file.lock, alerts: file.alerts, keys: file.keys, accounts, source };
+  return { daemon: file.daemon, lock: file.lock, clock: file.clock, alerts: file.alerts, keys: file.keys, accounts, source };
 }
 
 /**

@@ -148,6 +148,17 @@ export const LockConfig = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+/** Measuring this machine's clock against the exchanges' (SPEC 17). */
+export const ClockConfig = Type.Object(
+  {
+    checkIntervalMs: Ms(600000, 1000),
+    maxOffsetMs: Ms(500, 1),
+    /** broker -> server-time URL; built-in defaults for the preset exchanges (monitor/clock.ts). */
+    sources: Type.Record(Type.String({ minLength: 1 }), Type.String({ pattern: '^https?://' }), { default: {} }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
 export const ALERT_FORMATS = ['generic', 'slack', 'discord', 'telegram', 'ntfy'] as const;
 
 export const AlertTarget = Type.Object(
@@ -171,6 +182,7 @@ export const ConfigFile = Type.Object(
   {
     daemon: DaemonConfig,
     lock: LockConfig,
+    clock: ClockConfig,
     keys: Type.Record(Type.String({ pattern: ACCOUNT_ID_PATTERN }), KeyRef, { default: {} }),
     accounts: Type.Record(Type.String(), AccountConfig, { default: {} }),
     alerts: Type.Record(Type.String({ pattern: ACCOUNT_ID_PATTERN }), AlertTarget, { default: {} }),
@@ -194,6 +206,7 @@ export interface Account extends Omit<AccountConfig, 'name'> {
 export interface Config {
   daemon: DaemonConfig;
   lock: Static<typeof LockConfig>;
+  clock: Static<typeof ClockConfig>;
   alerts: Record<string, AlertTarget>;
   keys: ConfigFile['keys'];
   accounts: Map<string, Account>;

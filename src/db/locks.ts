@@ -82,9 +82,17 @@ export interface LockBackend {
   rotateKey(account: string, token: number, from: string, coolUntilMs: number, candidates: readonly string[], nowMs: number): Promise<string | null>;
   /** Valid key leases (their account lock still exists with the same token). */
   keyLeases(): Promise<KeyLease[]>;
-  /** key id -> cooldown end (ms), for keys still cooling at nowMs. */
+  /** key id -> cooldown end (ms), for keys still cooling at nowMs; REJECTED_UNTIL or more: set aside. */
   cooldowns(nowMs: number): Promise<Map<string, number>>;
+  /** A rejected key may be leased again (an operator said so). False when it was not rejected. */
+  enableKey(keyId: string): Promise<boolean>;
 }
+
+/**
+ * A key the exchange rejected (invalid, bad signature, no permission, IP): "cooling" until this,
+ * i.e. until an operator enables it again (SPEC 17). rotateKey with this `coolUntilMs` sets it aside.
+ */
+export const REJECTED_UNTIL = Number.MAX_SAFE_INTEGER;
 
 interface Row {
   account: string;
@@ -163,6 +171,7 @@ export class SqliteLockBackend implements LockBackend {
       leases: db.prepare(`SELECT kl.key_id, kl.account, kl.lock_token FROM key_leases kl
         JOIN account_locks al ON al.account = kl.account AND al.token = kl.lock_token ORDER BY kl.key_id`),
       cooldowns: db.prepare<[number]>('SELECT key_id, until_ms FROM key_cooldowns WHERE until_ms > ?'),
+      enable: db.prepare<[string, number]>('DELETE FROM key_cooldowns WHERE key_id = ? AND until_ms >= ?'),
     };
     // IMMEDIATE: the write lock is taken before the read, so two acquirers can never both see "free".
     const tx = db.transaction((req: AcquireRequest, now: string): AcquireResult => {
@@ -210,7 +219,7 @@ export class SqliteLockBackend implements LockBackend {
     };
     const rotate = db.transaction((account: string, token: number, from: string, coolUntilMs: number, candidates: readonly string[], nowMs: number) => {
       if (!this.stmts.get.get(account)) return null;
-      this.stmts.cool.run(from, coolUntilMs, 'rotation');
+      this.stmts.cool.run(from, coolUntilMs, coolUntilMs >= REJECTED_UNTIL ? 'rejected' : 'rotation');
       this.stmts.releaseKey.run(from, account, token);
       const next = this.firstFreeKey(candidates.filter((k) => k !== from), nowMs);
       if (next !== null) this.stmts.leaseKey.run(next, account, token, new Date(nowMs).toISOString());
@@ -237,6 +246,8 @@ export class SqliteLockBackend implements LockBackend {
   readonly cooldowns = guarded(
     (nowMs: number) => new Map((this.stmts.cooldowns.all(nowMs) as { key_id: string; until_ms: number }[]).map((r) => [r.key_id, r.until_ms])),
   );
+
+  readonly enableKey = guarded((keyId: string): boolean => this.stmts.enable.run(keyId, REJECTED_UNTIL).changes > 0);
 
   readonly acquire = guarded((req: AcquireRequest): AcquireResult => this.acquireTx(req, new Date(this.now()).toISOString()));
 

@@ -29,7 +29,7 @@ import type { Logger } from 'pino';
 import { FENCE_KILL_MS, FENCE_SLACK_MS } from '../config/schema.js';
 import { LockBackendError } from '../errors.js';
 import { bootClock } from '../uptime.js';
-import type { AcquireRequest, AcquireResult, KeyLease, LockBackend, LockRow } from './locks.js';
+import { REJECTED_UNTIL, type AcquireRequest, type AcquireResult, type KeyLease, type LockBackend, type LockRow } from './locks.js';
 
 export interface PgLockOptions {
   url: string;
@@ -344,10 +344,13 @@ export class PgLockBackend implements LockBackend {
       if (mine.rowCount === 0) return null;
       // Every key row this rotation touches, locked up front in key order (as acquire does): no deadlock.
       await this.lockKeys(c, [from, ...candidates]);
+      // A rejected key rests until an operator enables it: until 'infinity'.
+      const rejected = coolUntilMs >= REJECTED_UNTIL;
       await c.query(
-        `INSERT INTO botwarden_key_cooldowns (key_id, until, reason) VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8 / 1000), 'rotation')
+        `INSERT INTO botwarden_key_cooldowns (key_id, until, reason)
+           VALUES ($1, CASE WHEN $3::boolean THEN 'infinity'::timestamptz ELSE clock_timestamp() + make_interval(secs => $2::float8 / 1000) END, $4)
          ON CONFLICT (key_id) DO UPDATE SET until = excluded.until, reason = excluded.reason`,
-        [from, Math.max(0, coolUntilMs - nowMs)],
+        [from, rejected ? 0 : Math.max(0, coolUntilMs - nowMs), rejected, rejected ? 'rejected' : 'rotation'],
       );
       await c.query('UPDATE botwarden_key_leases SET account = NULL, lock_token = NULL WHERE key_id = $1 AND account = $2 AND lock_token = $3', [from, account, token]);
       const next = await this.firstFreeKey(
@@ -357,6 +360,11 @@ export class PgLockBackend implements LockBackend {
       if (next !== null) await c.query('UPDATE botwarden_key_leases SET account = $2, lock_token = $3 WHERE key_id = $1', [next, account, token]);
       return next;
     });
+  }
+
+  async enableKey(keyId: string): Promise<boolean> {
+    const r = await this.q(`DELETE FROM botwarden_key_cooldowns WHERE key_id = $1 AND until = 'infinity'::timestamptz`, [keyId]);
+    return (r.rowCount ?? 0) > 0;
   }
 
   async keyLeases(): Promise<KeyLease[]> {

@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { EventStore } from '../events/store.js';
 import type { KeyPool } from '../keys/pool.js';
 import type { HealthService } from '../monitor/health.js';
+import type { ClockOffset } from '../monitor/clock.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 
 export interface ServerDeps {
@@ -24,6 +25,8 @@ export interface ServerDeps {
   leases: () => LeaseView[];
   metrics: Metrics;
   alerts: AlertService;
+  /** This machine's clock against the exchanges' (SPEC 17): GET /clock. */
+  clock?: { list(): { offsets: ClockOffset[]; sync: boolean | null } };
   /** Masks every secret the daemon holds (SPEC 15) in whatever leaves over HTTP; none by default. */
   mask?: (text: string) => string;
 }

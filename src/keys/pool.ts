@@ -6,9 +6,10 @@
  */
 import type { Account, Config } from '../config/schema.js';
 import type { KeyStats } from '../db/key-stats.js';
-import type { LockBackend } from '../db/locks.js';
+import { REJECTED_UNTIL, type LockBackend } from '../db/locks.js';
 
-export type KeyState = 'free' | 'leased' | 'cooling' | 'missing';
+/** `rejected`: the exchange rejected it (invalid, signature, permission, IP); set aside until enabled (SPEC 17). */
+export type KeyState = 'free' | 'leased' | 'cooling' | 'rejected' | 'missing';
 
 export interface KeyView {
   id: string;
@@ -67,6 +68,19 @@ export class KeyPool {
     return out;
   }
 
+  /** POST /keys/:id/enable: a rejected key may be leased again. */
+  async enable(keyId: string): Promise<'enabled' | 'not-rejected' | 'unknown'> {
+    if (!Object.hasOwn(this.config.keys, keyId)) return 'unknown';
+    return (await this.locks.enableKey(keyId)) ? 'enabled' : 'not-rejected';
+  }
+
+  /** The key's own values (key and secret): how a process holding it is recognised (SPEC 17). */
+  valuesOf(keyId: string): string[] {
+    const ref = this.config.keys[keyId];
+    if (!ref) return [];
+    return [this.env[ref.keyEnv], this.env[ref.secretEnv]].filter((v): v is string => typeof v === 'string' && v.length >= 8);
+  }
+
   countNonceError(keyId: string): void {
     this.stats.countNonceError(keyId);
   }
@@ -81,8 +95,9 @@ export class KeyPool {
       .map((id) => {
         const until = cooling.get(id);
         const account = leasedBy.get(id) ?? null;
-        const state: KeyState = this.isMissing(id) ? 'missing' : account !== null ? 'leased' : until !== undefined ? 'cooling' : 'free';
-        return { id, state, account, cooldownUntil: until !== undefined ? new Date(until).toISOString() : null, nonceErrors: errors.get(id) ?? 0 };
+        const rejected = until !== undefined && until >= REJECTED_UNTIL;
+        const state: KeyState = this.isMissing(id) ? 'missing' : account !== null ? 'leased' : rejected ? 'rejected' : until !== undefined ? 'cooling' : 'free';
+        return { id, state, account, cooldownUntil: until !== undefined && !rejected ? new Date(until).toISOString() : null, nonceErrors: errors.get(id) ?? 0 };
       });
   }
 }

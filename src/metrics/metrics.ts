@@ -18,6 +18,8 @@ export interface MetricsDeps {
   events: EventStore;
   version: string;
   pg?: PgLockBackend | null;
+  /** Clock offsets to the exchanges (SPEC 17). */
+  clock?: { list(): { offsets: { broker: string; offsetMs: number | null }[] } };
 }
 
 const KEY_STATES = ['free', 'leased', 'cooling', 'missing'] as const;
@@ -130,6 +132,19 @@ export class Metrics {
       },
     });
     this.alertsSent = new client.Counter({ name: 'botwarden_alerts_sent_total', help: 'Alert deliveries by target and outcome (sent, failed, dropped).', labelNames: ['alert', 'outcome'], registers: [r] });
+    const clock = d.clock;
+    if (clock) {
+      new client.Gauge({
+        name: 'botwarden_clock_offset_seconds',
+        help: "The exchange's time minus this machine's, last measured (positive: this machine is behind).",
+        labelNames: ['broker'],
+        registers: [r],
+        collect() {
+          this.reset();
+          for (const o of clock.list().offsets) if (o.offsetMs !== null) this.set({ broker: o.broker }, o.offsetMs / 1000);
+        },
+      });
+    }
     new client.Gauge({ name: 'botwarden_build_info', help: 'The running version.', labelNames: ['version'], registers: [r] }).set({ version: d.version }, 1);
     const pg = d.pg;
     if (pg) {

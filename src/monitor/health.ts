@@ -3,6 +3,7 @@
  * `failing` (HTTP 503) only when the daemon cannot keep its promises:
  * storage or the lock backend unusable, or the data-dir lock lost.
  */
+import type { ClockOffset } from './clock.js';
 import { LoopLag } from './loop-lag.js';
 import type { Meta } from '../db/meta.js';
 import type { EventStore } from '../events/store.js';
@@ -67,6 +68,22 @@ export function duplicatesCheck(hunter: DuplicateHunter): Check {
   const scans = `${s.scans} scans of ${s.processes} processes, mean ${mean.toFixed(2)} ms, last ${s.lastScanMs.toFixed(2)} ms`;
   if (live.length === 0) return { name: 'duplicates', status: 'ok', detail: `no duplicate instance (${scans})` };
   return { name: 'duplicates', status: 'degraded', detail: live.map((d) => `${d.account} pid ${d.pid} (${d.policy})`).join(', ') };
+}
+
+/** Clock (SPEC 17): degraded while this machine is more than maxOffsetMs off an exchange it trades on. */
+export function clockCheck(offsets: readonly ClockOffset[], maxOffsetMs: number): Check {
+  const off = offsets.filter((o) => o.offsetMs !== null && Math.abs(o.offsetMs) > maxOffsetMs);
+  const shown = offsets.map((o) => (o.offsetMs !== null ? `${o.broker} ${o.offsetMs > 0 ? '+' : ''}${o.offsetMs} ms` : `${o.broker} ?`)).join(', ');
+  if (off.length > 0) return { name: 'clock', status: 'degraded', detail: `this machine's clock is off: ${off.map((o) => `${o.broker} ${describeOffset(o.offsetMs!)}`).join(', ')}; fix time sync (chrony, systemd-timesyncd)` };
+  return { name: 'clock', status: 'ok', detail: offsets.length === 0 ? 'no exchange to measure against' : `within ${maxOffsetMs} ms: ${shown}` };
+}
+
+/** "2.4 s ahead of" / "800 ms behind": how far this machine is from the exchange. */
+export function describeOffset(offsetMs: number): string {
+  const a = Math.abs(offsetMs);
+  const amount = a >= 1000 ? `${(a / 1000).toFixed(1)} s` : `${Math.round(a)} ms`;
+  // offsetMs = exchange - machine: negative means this machine is ahead.
+  return `${amount} ${offsetMs < 0 ? 'ahead of' : 'behind'} the exchange`;
 }
 
 /** Alerts: degraded while a target keeps failing (its messages wait in the outbox). */
