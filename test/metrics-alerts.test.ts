@@ -150,7 +150,7 @@ describe('alerts', () => {
     const dc = JSON.parse(by('/discord').body);
     expect(Object.keys(dc)).toEqual(['content']);
     expect(dc.content.length).toBeLessThanOrEqual(2000);
-    expect(dc.content).toMatch(/last exit: code 3/);
+    expect(dc.content).toMatch(/last exit: exited by itself, code 3/);
     expect(dc.content).toMatch(/fix the cause/);
     const tg = JSON.parse(by('/bot123').body);
     expect(tg).toEqual({ chat_id: '-100123', text: expect.stringContaining('Account f') });

@@ -33,8 +33,9 @@ describe('state table', () => {
     stopped: ['starting', 'running', 'backoff', 'fatal'],
     starting: ['running', 'stopping', 'backoff', 'fatal', 'stopped'],
     running: ['stopping', 'backoff', 'stopped', 'fatal'],
-    stopping: ['stopped', 'starting', 'fatal'],
-    backoff: ['starting', 'stopped', 'fatal'],
+    // A restart refused by the start gate (SPEC 14.5) waits in backoff, from a rotation's stop or a backoff.
+    stopping: ['stopped', 'starting', 'fatal', 'backoff'],
+    backoff: ['starting', 'stopped', 'fatal', 'backoff'],
     fatal: ['starting', 'fatal'],
   };
   for (const from of BOT_STATES) {
