@@ -172,7 +172,7 @@ export class DuplicateHunter {
           dup = { account: account.id, pid: p.pid, startTicks: p.startTicks, cmdline: p.cmdline, by, policy: account.duplicates };
           this.reported.set(k, dup);
           // Reported once per process (pid + start time), not every scan.
-          this.events.emit('duplicate.detected', { account: account.id, pid: p.pid, cmdline: sanitizeLine(p.cmdline, this.secrets()), by, policy: account.duplicates });
+          this.events.emit('duplicate.detected', { account: account.id, pid: p.pid, cmdline: sanitizeLine(p.cmdline, this.secrets()), by, policy: account.duplicates, actor: 'system:hunter' });
           this.logger.warn({ account: account.id, pid: p.pid, by, policy: account.duplicates }, 'duplicate instance detected');
         }
         found.push(dup);
@@ -268,7 +268,7 @@ export class DuplicateHunter {
       this.logger.error({ account: dup.account, pid: dup.pid }, 'a duplicate instance survived SIGKILL (uninterruptible sleep?); it stays reported');
       return;
     }
-    this.events.emit('duplicate.killed', { account: dup.account, pid: dup.pid, forced, cmdline: sanitizeLine(dup.cmdline, this.secrets()) });
+    this.events.emit('duplicate.killed', { account: dup.account, pid: dup.pid, forced, cmdline: sanitizeLine(dup.cmdline, this.secrets()), actor: 'system:hunter' });
     this.logger.warn({ account: dup.account, pid: dup.pid, forced }, 'duplicate instance killed');
   }
 }

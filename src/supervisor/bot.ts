@@ -203,7 +203,7 @@ export class BotController extends BotMachine {
       const inst = this.proc;
       let gone = true;
       if (inst && (this.current === 'running' || this.current === 'starting')) {
-        this.changeState('stopping', { reason: 'fence', pid: inst.pid, ...(urgent ? { urgent } : {}) });
+        this.changeState('stopping', { reason: 'fence', pid: inst.pid, actor: 'system:fence', ...(urgent ? { urgent } : {}) });
         gone = await this.end(inst, graceMs, { cause: 'stopped', reason: 'fence' });
       }
       if (this.current !== 'fatal') this.changeState('fatal', { reason: (gone ? 'lease-lost' : 'unkillable') satisfies FatalReason });
@@ -235,7 +235,7 @@ export class BotController extends BotMachine {
     const now = this.deps.clock.now();
     const coolUntil = now + this.account.nonceErrors.cooldownMs;
     const to = await this.lease.rotateKey(coolUntil, now);
-    if (from !== null) this.deps.events.emit('key.rotated', { account: this.id, from, to, cooldownUntil: new Date(coolUntil).toISOString() });
+    if (from !== null) this.deps.events.emit('key.rotated', { account: this.id, from, to, cooldownUntil: new Date(coolUntil).toISOString(), actor: 'system:breaker' });
     this.output.breaker.reset();
     if (to === null) {
       await this.lease.release();
