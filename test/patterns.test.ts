@@ -46,6 +46,42 @@ describe('nonce presets', () => {
     expect(FIXTURE.ordinary.length).toBeGreaterThanOrEqual(30);
   });
 
+  it.each(Object.keys(FIXTURE.exchanges))('%s: each line has the kind its ccxt error class says (InvalidNonce or a timestamp: nonce; AuthenticationError, PermissionDenied: key)', (preset) => {
+    const p = compilePatterns([preset]);
+    const wrong: string[] = [];
+    for (const line of FIXTURE.exchanges[preset]!) {
+      const cls = /\b(InvalidNonce|AuthenticationError|PermissionDenied|AccountSuspended)\b/.exec(line)?.[1];
+      if (!cls) continue;
+      // ccxt calls OKX's 50112 "Invalid OK-ACCESS-TIMESTAMP" an AuthenticationError; it is the clock.
+      const want = cls === 'InvalidNonce' || /TIMESTAMP/.test(line) ? 'nonce' : 'key';
+      if (firstMatch(p, line)?.kind !== want) wrong.push(`${want}: ${line}`);
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  it("a bare HTTP 401/403 as ccxt prints a body-less answer is a key rejection, inside another message too (Coinbase Advanced's bad JWT)", () => {
+    const lines = [
+      'coinbase GET https://api.coinbase.com/api/v3/brokerage/accounts 401 Unauthorized Unauthorized',
+      'fetchBalance failed: coinbase GET https://api.coinbase.com/api/v3/brokerage/accounts 401 Unauthorized Unauthorized',
+      '{"level":50,"msg":"fetchBalance failed: coinbase GET https://api.coinbase.com/api/v3/brokerage/accounts 401 Unauthorized Unauthorized"}',
+      'kraken POST https://api.kraken.com/0/private/Balance 403 Forbidden',
+      'binance GET https://api.binance.com/api/v3/account 401 Unauthorized {"code":-2015}',
+    ];
+    const p = compilePatterns(['coinbase', 'kraken', 'binance']);
+    for (const line of lines) expect(firstMatch(p, line)?.kind, line).toBe('key');
+    // A 401 of another exchange, or a 500, is not theirs.
+    expect(firstMatch(compilePatterns(['coinbase']), 'kraken GET https://x 401 Unauthorized')).toBeNull();
+    expect(firstMatch(p, 'coinbase GET https://api.coinbase.com/x 500 Internal Server Error')).toBeNull();
+  });
+
+  it('kinds: Binance -1021 is nonce (the clock), -2015 key; Kraken lockout ratelimit; a custom regex is nonce', () => {
+    const p = compilePatterns(['binance', 'kraken', 'my bad nonce']);
+    expect(firstMatch(p, 'binance {"code":-1021,"msg":"Timestamp for this request is outside of the recvWindow."}')?.kind).toBe('nonce');
+    expect(firstMatch(p, 'binance {"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}')?.kind).toBe('key');
+    expect(firstMatch(p, 'kraken {"error":["EGeneral:Temporary lockout"]}')?.kind).toBe('ratelimit');
+    expect(firstMatch(p, 'oops: my bad nonce')?.kind).toBe('nonce');
+  });
+
   it('custom regex strings work beside presets', () => {
     const p = compilePatterns(['kraken', 'my-exchange: bad nonce \\d+']);
     expect(firstMatch(p, 'my-exchange: bad nonce 17')?.name).toBe('my-exchange: bad nonce \\d+');

@@ -9,80 +9,125 @@ import type { NoncePresetName } from '../config/schema.js';
 /** A JSON key, its quotes possibly escaped once or twice (pino, structlog): code, \"code\", \\\"code\\\". */
 const code = (key: string, values: string) => new RegExp(`\\b${key}[\\\\"']*\\s*[:=]\\s*[\\\\"']*(?:${values})\\b`, 'i');
 
+/** What a matching line says (SPEC 17): a bad nonce or timestamp, a rejected key, a rate limit. */
+export const ERROR_KINDS = ['nonce', 'key', 'ratelimit'] as const;
+export type ErrorKind = (typeof ERROR_KINDS)[number];
+
+export interface KindedPattern {
+  re: RegExp;
+  kind: ErrorKind;
+}
+
+const nonce = (re: RegExp): KindedPattern => ({ re, kind: 'nonce' });
+const key = (re: RegExp): KindedPattern => ({ re, kind: 'key' });
+const ratelimit = (re: RegExp): KindedPattern => ({ re, kind: 'ratelimit' });
+
 /**
  * ccxt names the error class, then the exchange id: `InvalidNonce: kraken {...}` (Node),
  * `ccxt.base.errors.AuthenticationError: okx ...` (Python), `due to InvalidNonce. Message: bybit`
  * (freqtrade), `"type":"PermissionDenied","message":"kucoin` (pino). Rate-limit classes are not
  * here: only Kraken counts them per key, and its preset names them.
  */
-const ccxtClass = (id: string) => new RegExp(`\\b(?:InvalidNonce|AuthenticationError|PermissionDenied|AccountSuspended)\\b.{0,40}?\\b(?:${id})\\b`);
+const ccxtClass = (id: string): KindedPattern[] => [
+  nonce(new RegExp(`\\bInvalidNonce\\b.{0,40}?\\b(?:${id})\\b`)),
+  key(new RegExp(`\\b(?:AuthenticationError|PermissionDenied|AccountSuspended)\\b.{0,40}?\\b(?:${id})\\b`)),
+];
+
+/**
+ * An HTTP 401/403 with only its reason phrase, as ccxt prints an answer with no JSON body:
+ * `coinbase GET https://... 401 Unauthorized Unauthorized` (Coinbase Advanced answers a bad JWT
+ * so), also inside another message (`fetchBalance failed: coinbase GET ... 401 ...`). A key rejection.
+ */
+const bareHttp = (id: string): KindedPattern => key(new RegExp(`\\b(?:${id})\\s+(?:GET|POST|PUT|DELETE|PATCH)\\s+\\S+\\s+(?:401\\s+Unauthorized|403\\s+Forbidden)\\b`));
+
+const ccxtFor = (id: string): KindedPattern[] => [...ccxtClass(id), bareHttp(id)];
 
 /**
  * Each preset matches its exchange's nonce errors and key rejections (invalid or locked key, bad
  * signature, wrong passphrase, IP not allowed) as ccxt in Node and Python, freqtrade, hummingbot
- * and the exchanges' own SDKs print them, in plain text and in JSON logs with escaped quotes.
- * Codes only ever count next to their key (`code`, `retCode`, `ErrCode`), never as bare numbers.
- * Checked against test/fixtures/nonce-lines.json (scripts/nonce-fixture.mjs regenerates it).
+ * and the exchanges' own SDKs print them, in plain text and in JSON logs with escaped quotes, each
+ * with its kind. Codes only ever count next to their key (`code`, `retCode`, `ErrCode`), never as
+ * bare numbers. Checked against test/fixtures/nonce-lines.json (scripts/nonce-fixture.mjs regenerates it).
  */
-export const NONCE_PRESETS: Readonly<Record<NoncePresetName, readonly RegExp[]>> = {
+export const NONCE_PRESETS: Readonly<Record<NoncePresetName, readonly KindedPattern[]>> = {
   kraken: [
-    /\bE?API:Invalid nonce\b/,
-    /\bInvalid nonce error from \/0\/private\//,
-    /\bEAPI:Invalid key\b/,
-    /\bEAPI:Invalid signature\b/,
-    /\bEGeneral:Permission denied\b/,
+    nonce(/\bE?API:Invalid nonce\b/),
+    nonce(/\bInvalid nonce error from \/0\/private\//),
+    key(/\bEAPI:Invalid key\b/),
+    key(/\bEAPI:Invalid signature\b/),
+    key(/\bEGeneral:Permission denied\b/),
     // Kraken counts these per API key: a lockout follows.
-    /\bEGeneral:Temporary lockout\b/,
-    /\bEAPI:Rate limit exceeded\b/,
-    ccxtClass('kraken'),
+    ratelimit(/\bEGeneral:Temporary lockout\b/),
+    ratelimit(/\bEAPI:Rate limit exceeded\b/),
+    ...ccxtFor('kraken'),
   ],
   binance: [
-    code('code', '-(?:1021|1022|2008|2014|2015)'),
-    /\bAPIError\(code=-(?:1021|1022|2008|2014|2015)\)/,
-    /\bTimestamp for this request (?:is outside of the recvWindow|was \d+ms ahead of the server's time)/i,
-    /\bInvalid API-key, IP, or permissions for action\b/i,
-    /\bAPI-key format invalid\b/i,
-    /\bSignature for this request is not valid\b/i,
-    ccxtClass('binance(?:usdm|coinm)?'),
+    // -1021: timestamp outside recvWindow (the clock); -1022 signature, -2008/-2014/-2015 the key.
+    nonce(code('code', '-1021')),
+    key(code('code', '-(?:1022|2008|2014|2015)')),
+    nonce(/\bAPIError\(code=-1021\)/),
+    key(/\bAPIError\(code=-(?:1022|2008|2014|2015)\)/),
+    nonce(/\bTimestamp for this request (?:is outside of the recvWindow|was \d+ms ahead of the server's time)/i),
+    key(/\bInvalid API-key, IP, or permissions for action\b/i),
+    key(/\bAPI-key format invalid\b/i),
+    key(/\bSignature for this request is not valid\b/i),
+    ...ccxtFor('binance(?:usdm|coinm)?'),
   ],
-  bitfinex: [/\bnonce: small\b/i, /\bapikey: (?:digest )?invalid\b/i, /\[\s*[\\"']*error[\\"']*\s*,\s*(?:10114|10100)\b/, ccxtClass('bitfinex2?')],
+  bitfinex: [
+    nonce(/\bnonce: small\b/i),
+    key(/\bapikey: (?:digest )?invalid\b/i),
+    nonce(/\[\s*[\\"']*error[\\"']*\s*,\s*10114\b/),
+    key(/\[\s*[\\"']*error[\\"']*\s*,\s*10100\b/),
+    ...ccxtFor('bitfinex2?'),
+  ],
   kucoin: [
-    code('code', '40000[2-6]'),
-    /\bKucoinAPIException:? 40000[2-6]\b/,
-    /\bInvalid KC-API-(?:TIMESTAMP|SIGN|PASSPHRASE|KEY)\b/,
-    /\bKC-API-KEY not exists\b/,
-    /\bKC-API-TIMESTAMP\b.*\b(?:invalid|expired)\b/i,
-    /\bInvalid request ip, the current clientIp is\b/i,
-    ccxtClass('kucoin(?:futures)?'),
+    // 400002: KC-API-TIMESTAMP; 400003-400006: key, passphrase, signature, IP.
+    nonce(code('code', '400002')),
+    key(code('code', '40000[3-6]')),
+    nonce(/\bKucoinAPIException:? 400002\b/),
+    key(/\bKucoinAPIException:? 40000[3-6]\b/),
+    nonce(/\bInvalid KC-API-TIMESTAMP\b/),
+    key(/\bInvalid KC-API-(?:SIGN|PASSPHRASE|KEY)\b/),
+    key(/\bKC-API-KEY not exists\b/),
+    nonce(/\bKC-API-TIMESTAMP\b.*\b(?:invalid|expired)\b/i),
+    key(/\bInvalid request ip, the current clientIp is\b/i),
+    ...ccxtFor('kucoin(?:futures)?'),
   ],
   coinbase: [
-    /\brequest timestamp expired\b/i,
-    /\binvalid signature\b/i,
-    /\bInvalid API Key\b/i,
-    /\bInvalid Passphrase\b/i,
-    code('error', 'unauthorized|PERMISSION_DENIED'),
-    ccxtClass('coinbase(?:exchange|advanced|international)?'),
+    nonce(/\brequest timestamp expired\b/i),
+    key(/\binvalid signature\b/i),
+    key(/\bInvalid API Key\b/i),
+    key(/\bInvalid Passphrase\b/i),
+    key(code('error', 'unauthorized|PERMISSION_DENIED')),
+    ...ccxtFor('coinbase(?:exchange|advanced|international)?'),
   ],
   bybit: [
-    code('ret_?code', '10002|10003|10004|10005|10010'),
-    /\(ErrCode: (?:10002|10003|10004|10005|10010)\)/,
-    /\binvalid request, please check your (?:server )?timestamp or recv_window param\b/i,
-    /\bAPI key is invalid\b/i,
-    /\berror sign! origin_string\b/,
-    /\bUnmatched IP, please check your API key's bound IP addresses\b/i,
-    /\bPermission denied, please check your API key permissions\b/i,
-    ccxtClass('bybit'),
+    // 10002: timestamp / recv_window; 10003-10005, 10010: key, signature, permission, IP.
+    nonce(code('ret_?code', '10002')),
+    key(code('ret_?code', '10003|10004|10005|10010')),
+    nonce(/\(ErrCode: 10002\)/),
+    key(/\(ErrCode: (?:10003|10004|10005|10010)\)/),
+    nonce(/\binvalid request, please check your (?:server )?timestamp or recv_window param\b/i),
+    key(/\bAPI key is invalid\b/i),
+    key(/\berror sign! origin_string\b/),
+    key(/\bUnmatched IP, please check your API key's bound IP addresses\b/i),
+    key(/\bPermission denied, please check your API key permissions\b/i),
+    ...ccxtFor('bybit'),
   ],
   okx: [
-    code('code', '50102|50105|50110|50111|50112|50113'),
-    /\(code=(?:50102|50105|50110|50111|50112|50113)\)/,
-    /\bTimestamp request expired\b/i,
-    /\bInvalid OK-ACCESS-(?:KEY|TIMESTAMP|PASSPHRASE)\b/,
-    /\bInvalid Sign\b/,
-    /\bis not included in your API key's IP whitelist\b/i,
-    ccxtClass('okx'),
+    // 50102/50112: timestamp; 50105, 50110, 50111, 50113: passphrase, IP, key, signature.
+    nonce(code('code', '50102|50112')),
+    key(code('code', '50105|50110|50111|50113')),
+    nonce(/\(code=(?:50102|50112)\)/),
+    key(/\(code=(?:50105|50110|50111|50113)\)/),
+    nonce(/\bTimestamp request expired\b/i),
+    nonce(/\bInvalid OK-ACCESS-TIMESTAMP\b/),
+    key(/\bInvalid OK-ACCESS-(?:KEY|PASSPHRASE)\b/),
+    key(/\bInvalid Sign\b/),
+    key(/\bis not included in your API key's IP whitelist\b/i),
+    ...ccxtFor('okx'),
   ],
-  ccxt: [/\b(?:InvalidNonce|AuthenticationError|PermissionDenied|AccountSuspended)\b/],
+  ccxt: [nonce(/\bInvalidNonce\b/), key(/\b(?:AuthenticationError|PermissionDenied|AccountSuspended)\b/)],
 };
 
 export const SUSPECT_PATTERNS: readonly { name: string; re: RegExp }[] = [
@@ -95,15 +140,17 @@ export interface CompiledPattern {
   /** Preset name (`kraken`) or the custom regex source. */
   name: string;
   re: RegExp;
+  /** A regex from the config is `nonce` (SPEC 17). */
+  kind: ErrorKind;
 }
 
 /** Preset names and/or regex strings, compiled once per account. Throws on an unknown preset or bad regex. */
 export function compilePatterns(specs: readonly string[]): CompiledPattern[] {
   const out: CompiledPattern[] = [];
   for (const spec of specs) {
-    const preset = (NONCE_PRESETS as Readonly<Record<string, readonly RegExp[] | undefined>>)[spec];
-    if (preset) for (const re of preset) out.push({ name: spec, re });
-    else out.push({ name: spec, re: new RegExp(spec) });
+    const preset = (NONCE_PRESETS as Readonly<Record<string, readonly KindedPattern[] | undefined>>)[spec];
+    if (preset) for (const p of preset) out.push({ name: spec, re: p.re, kind: p.kind });
+    else out.push({ name: spec, re: new RegExp(spec), kind: 'nonce' });
   }
   return out;
 }
