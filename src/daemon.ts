@@ -21,6 +21,7 @@ import { Registry } from './db/registry.js';
 import { Errors } from './errors.js';
 import { EventStore } from './events/store.js';
 import { buildServer } from './http/server.js';
+import { namedTokens, withoutTokenVariables } from './auth/tokens.js';
 import { createLogger } from './logger.js';
 import { DuplicateHunter } from './monitor/duplicates.js';
 import { alertsCheck, clockCheck, duplicatesCheck, HealthService, keysCheck } from './monitor/health.js';
@@ -31,7 +32,8 @@ import { Metrics } from './metrics/metrics.js';
 import { DiskWatcher } from './monitor/disk.js';
 import { KeyPool } from './keys/pool.js';
 import { OomLog } from './proc/kmsg.js';
-import { ClockService } from './monitor/clock.js';
+import { brokerOf, ClockService } from './monitor/clock.js';
+import type { NonceFacts } from './supervisor/types.js';
 import { SecretMask } from './output/patterns.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import type { PgMode } from './pg-mode.js';
@@ -123,7 +125,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger, dataDir: settings.dataDir, bootClock: opts.bootClock }) : null;
     const locks = pg?.locks ?? new SqliteLockBackend(db, () => clock.now());
     const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
-    // Masked: key values, the API token, webhook URLs and chat ids, the database password, every .env value.
+    // Masked: key values, the API token and the named ones (SPEC 18), webhook URLs and chat ids, the database password, every .env value.
     const refreshSecrets = (cfg: Config) => {
       keys.setOtherSecrets([token, ...configSecrets(cfg), ...Object.values(dotenv)]);
       secrets.set(keys.secretValues());
@@ -137,7 +139,20 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     // The kernel log tells an OOM kill from another SIGKILL (lastExit.cause); unreadable: never `oom`.
     const oom = new OomLog();
     oom.open();
+    // What a nonce trip's diagnosis asks (SPEC 17): the clock offset, the processes holding the key.
+    const nonceFacts: NonceFacts = {
+      offset: async (broker) => {
+        const last = offsets.get(broker);
+        // Fresh enough (measured at the first error of the window, or on the timer): no new round trip.
+        if (last?.at && Date.now() - Date.parse(last.at) < 60_000 && last.error === null) return last;
+        return Promise.race([offsets.checkNow(broker), new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000).unref())]);
+      },
+      maxOffsetMs: () => supervisor.currentConfig().clock.maxOffsetMs,
+      holders: (keyId, own) => hunter.keyHolders(keyId, own),
+      duplicatesFound: () => hunter.scanNow(),
+    };
     const supervisor = new Supervisor(config, {
+      nonceFacts,
       killedByOom: (pid) => oom.killedByOom(pid),
       registry,
       events,
@@ -147,7 +162,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       daemonId,
       holder,
       logsDir,
-      env,
+      // SPEC 18: the variables of auth.tokens are the API's, never a bot's.
+      env: withoutTokenVariables(env, config),
       dotenv,
       keys,
       spawn: spawner.spawn,
@@ -158,6 +174,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     const offsets = new ClockService(() => supervisor.currentConfig());
     const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock);
     hunter.spare(() => [spawner.pid, pg?.watchdogPid]);
+    hunter.watchKeys(keys);
+    // The clock is measured at once on a nonce error (rate-limited per exchange), so a trip finds it fresh.
+    events.subscribe((e) => {
+      if (e.type !== 'nonce.error' || typeof e.account !== 'string') return;
+      const a = supervisor.currentConfig().accounts.get(e.account);
+      const broker = a ? brokerOf(a) : null;
+      if (broker) void offsets.checkNow(broker);
+    });
     const startedAt = clock.now();
     const disk = new DiskWatcher(settings.dataDir, () => supervisor.currentConfig().daemon.minFreeBytes, events, logger.child({ module: 'disk' }));
     disk.check();
@@ -235,6 +259,10 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       metrics,
       alerts,
       mask: secrets.fn,
+      // SPEC 18: named tokens and roles (a reload takes effect at once), the client address behind a proxy.
+      roleTokens: () => namedTokens(supervisor.currentConfig()),
+      trustProxy: config.daemon.trustProxy,
+      now: () => clock.mono(),
     });
     await app.listen({ host: listen.host, port: listen.port });
     const addr = app.server.address();

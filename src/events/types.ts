@@ -23,6 +23,7 @@ export const EVENT_TYPES = [
   'duplicate.killed',
   'duplicate.suspected',
   'nonce.error',
+  'nonce.diagnosis',
   'key.rotated',
   'health',
   'disk.low',

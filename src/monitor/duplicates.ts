@@ -11,11 +11,15 @@ import { realClock, type Clock, type TimerHandle } from '../clock.js';
 import type { Account } from '../config/schema.js';
 import { Errors } from '../errors.js';
 import type { EventStore } from '../events/store.js';
-import { readStat } from '../proc/procfs.js';
+import { listPids, readProcText, readStat } from '../proc/procfs.js';
+import type { Holder } from '../supervisor/diagnosis.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import { terminateProcess } from '../supervisor/terminate.js';
 import { sanitizeLine } from '../output/patterns.js';
 import { ProcessScanner, type ProcInfo } from './processes.js';
+
+/** Processes that hold a key in their environment without using it: an operator's terminal. */
+const SHELLS = new Set(['bash', 'sh', 'dash', 'zsh', 'fish', 'ksh', 'tcsh', 'csh', 'tmux', 'tmux: server', 'screen', 'sshd', 'login', 'su', 'sudo']);
 
 /** 10 s in clock ticks (USER_HZ 100): how young a process is while its spawn may be unrecorded. */
 const YOUNG_TICKS = 1000;
@@ -26,7 +30,7 @@ export interface Duplicate {
   startTicks: number;
   cmdline: string;
   /** What gave it away: its environment marker, or the account's `match`. */
-  by: 'env' | 'match';
+  by: 'env' | 'match' | 'key';
   policy: 'kill' | 'report';
 }
 
@@ -51,6 +55,9 @@ export class DuplicateHunter {
   private readonly matched = new WeakMap<ProcInfo, { config: Map<string, Account>; result: { account: Account; by: 'match' }[] }>();
   private timer: TimerHandle | null = null;
   private generation = 0;
+  /** The configured keys' values (SPEC 17: a process holding a leased key is a duplicate). */
+  private keys: { valuesOf(keyId: string): string[] } | null = null;
+  private readonly keyMemo = new WeakMap<ProcInfo, { config: unknown; hits: string[] }>();
   private index: BotIndex = { registered: new Map(), instances: new Set(), pgids: new Set(), pids: new Set() };
   private scanning: Promise<Duplicate[]> | null = null;
   private fresh: Promise<Duplicate[]> | null = null;
@@ -100,6 +107,11 @@ export class DuplicateHunter {
     this.generation++;
     this.timer?.cancel();
     this.timer = null;
+  }
+
+  /** Looks for leased key values in other processes' environments (SPEC 17). */
+  watchKeys(keys: { valuesOf(keyId: string): string[] }): void {
+    this.keys = keys;
   }
 
   /** The daemon's helper processes (spawner, watchdog): never duplicates, even if a `match` is too broad. */
@@ -157,10 +169,13 @@ export class DuplicateHunter {
     const alive = new Set<string>();
     const found: Duplicate[] = [];
     const helpers = this.helpers();
+    // Which key is leased to which of our running bots (and its instance): the shared-key rule.
+    const leasedKeys = new Map<string, { account: Account; instance: string | null }>();
+    if (this.keys) for (const b of this.supervisor.all()) if (b.keyId !== null && b.live) leasedKeys.set(b.keyId, { account: b.account, instance: b.live.instanceId });
     for (const p of procs) {
       // A registered bot is its account's own by definition: no classification needed.
       if (this.ancestors.has(p.pid) || this.isRegistered(p) || helpers.includes(p.pid)) continue;
-      for (const { account, by } of this.accountsOf(p)) {
+      for (const { account, by } of [...this.accountsOf(p), ...this.keyDuplicates(p, leasedKeys, byPid)]) {
         if (this.isOwn(p, byPid)) continue;
         // Another daemon's bot under its live lease (PostgreSQL mode, two daemons on one machine).
         // A process seconds old may be another daemon's bot whose spawn is not recorded yet.
@@ -189,6 +204,56 @@ export class DuplicateHunter {
 
   private leased(instanceId: string, youngOf: string | null): Promise<boolean> {
     return this.supervisor.isLeasedInstance(instanceId, youngOf).catch(() => true); // backend down: never kill on a guess
+  }
+
+  /**
+   * SPEC 17, shared keys: a process that is not the lessee's holds a leased key's value in its
+   * environment. It is a duplicate of the account the key is leased to, at every scan. Shells (an
+   * operator's terminal with the key exported) never make API calls and are left alone.
+   */
+  private keyDuplicates(p: ProcInfo, leased: Map<string, { account: Account; instance: string | null }>, procs: () => Map<number, ProcInfo>): { account: Account; by: 'key' }[] {
+    if (leased.size === 0 || SHELLS.has(p.comm)) return [];
+    const out: { account: Account; by: 'key' }[] = [];
+    for (const keyId of this.keyHits(p)) {
+      const l = leased.get(keyId);
+      if (!l || (p.instance !== null && p.instance === l.instance) || this.isOwn(p, procs)) continue;
+      // A bot of another account is not a copy of this one (its own key is another).
+      if (p.account !== null && p.account !== l.account.id) continue;
+      out.push({ account: l.account, by: 'key' });
+    }
+    return out;
+  }
+
+  /** The configured keys whose value is in this process's environment (read once per process and config). */
+  private keyHits(p: ProcInfo): string[] {
+    const keys = this.keys;
+    if (!keys) return [];
+    const config = this.supervisor.currentConfig();
+    const memo = this.keyMemo.get(p);
+    if (memo && memo.config === config) return memo.hits;
+    const env = readProcText(`/proc/${p.pid}/environ`);
+    const hits: string[] = [];
+    if (env !== null) for (const id of Object.keys(config.keys)) if (keys.valuesOf(id).some((v) => env.includes(v))) hits.push(id);
+    this.keyMemo.set(p, { config, hits });
+    return hits;
+  }
+
+  /** The live processes that hold a key's value, other than the lessee instance's (a nonce trip's evidence). */
+  keyHolders(keyId: string, ownInstance: string | null): Holder[] {
+    const values = this.keys?.valuesOf(keyId) ?? [];
+    if (values.length === 0) return [];
+    const helpers = new Set(this.helpers());
+    const out: Holder[] = [];
+    for (const pid of listPids()) {
+      if (pid === process.pid || this.ancestors.has(pid) || helpers.has(pid)) continue;
+      const st = readStat(pid);
+      if (!st || st.state === 'Z' || SHELLS.has(st.comm)) continue;
+      const env = readProcText(`/proc/${pid}/environ`);
+      if (env === null || !values.some((v) => env.includes(v))) continue;
+      if (ownInstance !== null && env.includes(`BOTWARDEN_INSTANCE=${ownInstance}\0`)) continue;
+      out.push({ pid, startTicks: st.startTicks, cmdline: sanitizeLine((readProcText(`/proc/${pid}/cmdline`) ?? st.comm).split('\0').join(' ').trim(), this.secrets()) });
+    }
+    return out;
   }
 
   /** Instances of which accounts this process is. The environment marker wins over `match`. */

@@ -4,6 +4,7 @@
  * storage or the lock backend unusable, or the data-dir lock lost.
  */
 import type { ClockOffset } from './clock.js';
+import { offsetWords } from '../supervisor/diagnosis.js';
 import { LoopLag } from './loop-lag.js';
 import type { Meta } from '../db/meta.js';
 import type { EventStore } from '../events/store.js';
@@ -74,16 +75,8 @@ export function duplicatesCheck(hunter: DuplicateHunter): Check {
 export function clockCheck(offsets: readonly ClockOffset[], maxOffsetMs: number): Check {
   const off = offsets.filter((o) => o.offsetMs !== null && Math.abs(o.offsetMs) > maxOffsetMs);
   const shown = offsets.map((o) => (o.offsetMs !== null ? `${o.broker} ${o.offsetMs > 0 ? '+' : ''}${o.offsetMs} ms` : `${o.broker} ?`)).join(', ');
-  if (off.length > 0) return { name: 'clock', status: 'degraded', detail: `this machine's clock is off: ${off.map((o) => `${o.broker} ${describeOffset(o.offsetMs!)}`).join(', ')}; fix time sync (chrony, systemd-timesyncd)` };
+  if (off.length > 0) return { name: 'clock', status: 'degraded', detail: `this machine's clock is off: ${off.map((o) => offsetWords(o.offsetMs!, o.broker)).join(', ')}; fix time sync (chrony, systemd-timesyncd)` };
   return { name: 'clock', status: 'ok', detail: offsets.length === 0 ? 'no exchange to measure against' : `within ${maxOffsetMs} ms: ${shown}` };
-}
-
-/** "2.4 s ahead of" / "800 ms behind": how far this machine is from the exchange. */
-export function describeOffset(offsetMs: number): string {
-  const a = Math.abs(offsetMs);
-  const amount = a >= 1000 ? `${(a / 1000).toFixed(1)} s` : `${Math.round(a)} ms`;
-  // offsetMs = exchange - machine: negative means this machine is ahead.
-  return `${amount} ${offsetMs < 0 ? 'ahead of' : 'behind'} the exchange`;
 }
 
 /** Alerts: degraded while a target keeps failing (its messages wait in the outbox). */

@@ -15,6 +15,9 @@ import { AccountLease, instanceLives } from './lease.js';
 import { BotWatch } from './bot-watch.js';
 import type { LivenessCheck } from './liveness.js';
 import { runPrestop } from './prestop.js';
+import { diagnose, type Diagnosis } from './diagnosis.js';
+import { brokerOf } from '../monitor/clock.js';
+import { REJECTED_UNTIL } from '../db/locks.js';
 import { BotOutput } from './output.js';
 import { afterExit, backoffDelay } from './policy.js';
 import type { ExitStatus } from './spawn.js';
@@ -82,6 +85,8 @@ export class BotController extends BotMachine {
   /** The instance being spawned right now (its process may exist before `live` is set). */
   get launchingInstance(): string | null { return this.launching; }
   get lockToken(): number | null { return this.lease.token; }
+  /** The key leased with the lock, or null. */
+  get keyId(): string | null { return this.lease.keyId; }
   /** The bot's process tree from its spawn until it is gone, also while a stop or fence runs. */
   get tree(): ProcessTree | null {
     const p = this.proc ?? this.remains;
@@ -228,14 +233,33 @@ export class BotController extends BotMachine {
   private async rotate(inst: LiveInstance): Promise<void> {
     if (this.proc !== inst || (this.current !== 'running' && this.current !== 'starting')) return;
     const from = this.lease.keyId;
+    // SPEC 17: the cause first (the clock, a shared key, a rejected key), then the action that fits.
+    const d = await this.diagnoseTrip(inst, from);
+    this.deps.events.emit('nonce.diagnosis', { account: this.id, keyId: from, cause: d.cause, evidence: d.evidence, actor: 'system:breaker' });
+    this.log.warn({ cause: d.cause, evidence: d.evidence }, 'nonce errors diagnosed');
+    if (this.proc !== inst || (this.current !== 'running' && this.current !== 'starting')) return;
     this.cancelTimer();
-    this.changeState('stopping', { reason: 'rotation' satisfies StopReason, pid: inst.pid, keyId: from, actor: 'system:breaker' });
+    if (d.cause === 'clock') {
+      // No key can help, and every failed call counts toward a lockout: stop, keys untouched.
+      this.changeState('stopping', { reason: 'clock' satisfies StopReason, pid: inst.pid, keyId: from, actor: 'system:breaker' });
+      if (!(await this.end(inst, this.account.stop.graceMs, { cause: 'stopped', reason: 'clock' }))) return this.holdUnkillable(inst);
+      await this.lease.release();
+      this.output.breaker.reset();
+      // STOPPING -> FATAL (clock)
+      this.changeState('fatal', { reason: 'clock' satisfies FatalReason, keyId: from, message: d.evidence });
+      return;
+    }
+    this.changeState('stopping', { reason: 'rotation' satisfies StopReason, pid: inst.pid, keyId: from, cause: d.cause, actor: 'system:breaker' });
     await this.prestop('rotation');
     if (!(await this.end(inst, this.account.stop.graceMs, { cause: 'stopped', reason: 'rotation' }))) return this.holdUnkillable(inst);
     const now = this.deps.clock.now();
-    const coolUntil = now + this.account.nonceErrors.cooldownMs;
+    // A rejected key rests until an operator enables it; any other, its cooldown.
+    const rejected = d.cause === 'key-rejected';
+    const coolUntil = rejected ? REJECTED_UNTIL : now + this.account.nonceErrors.cooldownMs;
     const to = await this.lease.rotateKey(coolUntil, now);
-    if (from !== null) this.deps.events.emit('key.rotated', { account: this.id, from, to, cooldownUntil: new Date(coolUntil).toISOString(), actor: 'system:breaker' });
+    if (from !== null) {
+      this.deps.events.emit('key.rotated', { account: this.id, from, to, cause: d.cause, ...(rejected ? { rejected: true } : { cooldownUntil: new Date(coolUntil).toISOString() }), actor: 'system:breaker' });
+    }
     this.output.breaker.reset();
     if (to === null) {
       await this.lease.release();
@@ -244,6 +268,27 @@ export class BotController extends BotMachine {
     }
     this.restarts++;
     await this.launch(true);
+  }
+
+  /** The facts of a trip, gathered (the clock measured now if it is stale), and judged. */
+  private async diagnoseTrip(inst: LiveInstance, keyId: string | null): Promise<Diagnosis> {
+    const facts = this.deps.nonceFacts;
+    const broker = brokerOf(this.account);
+    const offset = facts && broker ? await facts.offset(broker).catch(() => undefined) : undefined;
+    const holders = facts && keyId !== null ? facts.holders(keyId, inst.instanceId) : [];
+    const d = diagnose({
+      account: this.id,
+      keyId,
+      exchange: broker,
+      errors: this.output.breaker.recent(),
+      offsetMs: offset?.offsetMs ?? null,
+      offsetError: offset ? offset.error : broker ? 'no measurement' : 'the account names no broker',
+      maxOffsetMs: facts?.maxOffsetMs() ?? 500,
+      holders,
+    });
+    // Holders are duplicates of this account: the hunter ends or reports them by its policy.
+    if (d.cause === 'shared-key') await facts?.duplicatesFound().catch(() => undefined);
+    return d;
   }
 
   // ---- internals -------------------------------------------------------

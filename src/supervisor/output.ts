@@ -70,7 +70,7 @@ export class BotOutput {
     if (hit) {
       const keyId = this.keyId();
       if (keyId) this.d.countNonceError(keyId);
-      this.d.events.emit('nonce.error', { account: id, keyId, pattern: hit.pattern, inWindow: hit.inWindow, line: sanitizeLine(line, this.d.secretValues()) });
+      this.d.events.emit('nonce.error', { account: id, keyId, pattern: hit.pattern, kind: hit.kind, inWindow: hit.inWindow, line: sanitizeLine(line, this.d.secretValues()) });
       // Failed calls count toward the exchange's lockout: stop at once, no retry on this key.
       if (hit.trip) this.onTrip();
     }

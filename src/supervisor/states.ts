@@ -78,9 +78,9 @@ export const STATE_EVENT = {
 } as const satisfies { [S in BotState]: string };
 
 /** Why a bot is being stopped (`bot.stopping` reason). */
-export const STOP_REASONS = ['request', 'rotation', 'duplicate', 'shutdown', 'fence', 'unresponsive', 'limit', 'schedule'] as const;
+export const STOP_REASONS = ['request', 'rotation', 'duplicate', 'shutdown', 'fence', 'unresponsive', 'limit', 'schedule', 'clock'] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
 
 /** Why a bot went FATAL (`bot.fatal` reason). */
-export const FATAL_REASONS = ['exited-early', 'too-many-failures', 'spawn-failed', 'nonce-errors', 'keys-exhausted', 'lease-lost', 'unkillable', 'duplicate', 'unresponsive', 'limit'] as const;
+export const FATAL_REASONS = ['exited-early', 'too-many-failures', 'spawn-failed', 'nonce-errors', 'keys-exhausted', 'lease-lost', 'unkillable', 'duplicate', 'unresponsive', 'limit', 'clock'] as const;
 export type FatalReason = (typeof FATAL_REASONS)[number];

@@ -14,6 +14,7 @@ import { BotController, type BotView } from './bot.js';
 import { unconfiguredAccount } from './unconfigured.js';
 import { isStaleLock } from './lease.js';
 import { spawnBot, type SpawnFn } from './spawn.js';
+import type { NonceFacts } from './types.js';
 import { ACTIVE_STATES, type StopReason } from './states.js';
 
 export interface SupervisorDeps {
@@ -32,6 +33,8 @@ export interface SupervisorDeps {
   keys: KeyPool;
   /** Wraps a bot's argv so it dies with the daemon (PostgreSQL mode). */
   wrapCommand?: (command: string[]) => string[];
+  /** What a nonce diagnosis needs (SPEC 17). */
+  nonceFacts?: NonceFacts;
   /** The kernel's OOM killer killed this pid (the daemon's kernel-log reader). */
   killedByOom?: (pid: number) => boolean;
   /** How bots are spawned: the daemon's spawner process; spawnBot (from this process) by default. */
@@ -263,6 +266,7 @@ export class Supervisor {
       baseEnv: () => this.baseEnv(id),
       beforeStart: (account) => this.startGuard(account),
       ...(d.killedByOom ? { killedByOom: d.killedByOom } : {}),
+      ...(d.nonceFacts ? { nonceFacts: d.nonceFacts } : {}),
       onSpawned: (account) => {
         for (const h of this.spawnHandlers) h(account);
       },

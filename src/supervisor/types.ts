@@ -6,6 +6,7 @@ import type { InstanceDeps } from './instance.js';
 import type { LeaseDeps } from './lease.js';
 import type { OutputDeps } from './output.js';
 import type { BotState } from './states.js';
+import type { Holder } from './diagnosis.js';
 
 export interface BotDeps extends InstanceDeps, LeaseDeps, OutputDeps {
   logsDir: string;
@@ -15,10 +16,22 @@ export interface BotDeps extends InstanceDeps, LeaseDeps, OutputDeps {
   keyEnv: (account: Account, keyId: string) => Record<string, string>;
   /** The kernel's OOM killer killed this pid (its log says so); absent where the log cannot be read. */
   killedByOom?: (pid: number) => boolean;
+  /** What a nonce diagnosis needs (SPEC 17); absent: every trip is `unknown`. */
+  nonceFacts?: NonceFacts;
   /** A bot's process exists (before its lock records it): the watchdog hears of it at once. */
   onSpawned: (account: string) => void;
   /** Runs before a start takes the lock: ends or refuses live duplicates of the account. */
   beforeStart: (account: Account) => Promise<void>;
+}
+
+export interface NonceFacts {
+  /** The clock offset to this broker (measured now when stale), if it has a source. */
+  offset(broker: string): Promise<{ offsetMs: number | null; error: string | null } | undefined>;
+  maxOffsetMs(): number;
+  /** Processes, not of this instance, whose environment holds the key's value. */
+  holders(keyId: string, ownInstance: string): Holder[];
+  /** The holders were found: the duplicate hunter scans now (and ends or reports them). */
+  duplicatesFound(): Promise<unknown>;
 }
 
 export interface BotView {
