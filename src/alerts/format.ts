@@ -22,6 +22,14 @@ const ADVICE: Record<string, string> = {
   'disk.low': 'Free some space on the data dir\'s disk.',
 };
 
+/** How each nonce-error cause opens an alert (SPEC 17). */
+const DIAGNOSIS_LEAD: Record<string, string> = {
+  clock: "the exchange rejects this bot's requests because of the clock",
+  'shared-key': 'its API key is used by another process too',
+  'key-rejected': 'the exchange rejects its API key',
+  unknown: 'repeated nonce errors of unknown cause',
+};
+
 const str = (v: unknown): string => (typeof v === 'string' ? v : v === null || v === undefined ? '-' : JSON.stringify(v));
 
 /** How each lastExit.cause reads on a phone (SPEC 16). */
@@ -60,6 +68,9 @@ function describe(e: BotwardenEvent): string {
       return `key rotated from ${str(f.from)} to ${(f.to === null || f.to === undefined ? 'none left' : str(f.to))}.`;
     case 'bot.stopping':
       return `is stopping (reason ${str(f.reason)}).`;
+    case 'nonce.diagnosis':
+      // "Binance rejects kraken-main's requests: this machine's clock is 2.4 s ahead of Binance ..."
+      return `${DIAGNOSIS_LEAD[str(f.cause)] ?? 'nonce errors'}: ${str(f.evidence)}`;
     case 'test':
       return 'test message from botwarden: this alert target works.';
     default: {
