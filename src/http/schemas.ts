@@ -59,6 +59,12 @@ export const Bot = Type.Object(
     status: OrNull(Type.String({ description: "the bot's own STATUS= line over NOTIFY_SOCKET (liveness.notify)" })),
     rssBytes: OrNull(Type.Integer({ description: 'resident memory of the whole process tree, last sample' })),
     cpuPercent: OrNull(Type.Number({ description: 'CPU of the whole tree in percent of one core, between the last two samples' })),
+    diagnosis: OrNull(
+      Type.Object(
+        { cause: Type.String({ description: 'clock, shared-key, key-rejected or unknown' }), at: Type.String({ format: 'date-time' }), evidence: Type.String() },
+        { description: 'the last nonce-error diagnosis (SPEC 17)' },
+      ),
+    ),
   },
   { $id: 'Bot' },
 );

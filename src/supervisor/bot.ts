@@ -53,6 +53,8 @@ export class BotController extends BotMachine {
   private watcher: BotWatch | null = null;
   /** Restarts for being unresponsive or over a limit since the last requested start. */
   private healthRestarts = 0;
+  /** The last nonce-error diagnosis, shown in the bot's row (SPEC 17). */
+  private lastDiagnosis: { cause: string; at: string; evidence: string } | null = null;
   /** CPU seconds of the instances watched before the current one. */
   private cpuPast = 0;
   /** The pre-stop hook under way: a harder stop cuts it short. */
@@ -111,7 +113,8 @@ export class BotController extends BotMachine {
     const w = this.watcher;
     return { account: id, name, broker, brokerUsername, configured: this.configured, state: this.current, pid: p?.pid ?? null, instanceId: p?.instanceId ?? null, startedAt: p?.startedAt ?? null,
       restarts: this.restarts, keyId: this.lease.keyId, lastExit: this.lastExit, nonceErrors, lock: this.lease.facts(p ?? this.remains),
-      status: w?.status ?? null, rssBytes: w?.rssBytes ?? null, cpuPercent: w?.cpuPercent === null || w === null ? null : Math.round(w.cpuPercent * 10) / 10 };
+      status: w?.status ?? null, rssBytes: w?.rssBytes ?? null, cpuPercent: w?.cpuPercent === null || w === null ? null : Math.round(w.cpuPercent * 10) / 10,
+      diagnosis: this.lastDiagnosis };
   }
 
   /** CPU seconds used by this account's bots' trees since the daemon started (the metric's counter). */
@@ -236,6 +239,7 @@ export class BotController extends BotMachine {
     // SPEC 17: the cause first (the clock, a shared key, a rejected key), then the action that fits.
     const d = await this.diagnoseTrip(inst, from);
     this.deps.events.emit('nonce.diagnosis', { account: this.id, keyId: from, cause: d.cause, evidence: d.evidence, actor: 'system:breaker' });
+    this.lastDiagnosis = { cause: d.cause, at: new Date(this.deps.clock.now()).toISOString(), evidence: d.evidence };
     this.log.warn({ cause: d.cause, evidence: d.evidence }, 'nonce errors diagnosed');
     if (this.proc !== inst || (this.current !== 'running' && this.current !== 'starting')) return;
     this.cancelTimer();

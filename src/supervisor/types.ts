@@ -55,4 +55,6 @@ export interface BotView {
   /** Resident memory of the whole tree, and its CPU use in percent of one core (last sample). */
   rssBytes: number | null;
   cpuPercent: number | null;
+  /** The last nonce-error diagnosis (SPEC 17): its cause, when, and the evidence in words. */
+  diagnosis: { cause: string; at: string; evidence: string } | null;
 }
