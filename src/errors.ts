@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   INVALID_BODY: 400,
   INVALID_CONFIG: 400,
   UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
   NOT_FOUND: 404,
   UNKNOWN_ACCOUNT: 404,
   UNKNOWN_ALERT: 404,
@@ -21,6 +22,7 @@ export const ERROR_CODES = {
   BODY_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   MISDIRECTED_REQUEST: 421,
+  TOO_MANY_REQUESTS: 429,
   SPAWN_FAILED: 500,
   INTERNAL_ERROR: 500,
   LOCK_BACKEND_UNAVAILABLE: 503,
@@ -99,6 +101,10 @@ export const Errors = {
   shuttingDown: () => new BotwardenError('SHUTTING_DOWN', 'The daemon is shutting down; nothing new is started.'),
   invalidConfig: (problems: string[]) => new BotwardenError('INVALID_CONFIG', `The config is invalid; nothing was changed:\n${problems.join('\n')}`, { problems }),
   unauthorized: () => new BotwardenError('UNAUTHORIZED', 'Missing or wrong bearer token (see <data-dir>/api-token or BOTWARDEN_TOKEN).'),
+  forbidden: (name: string, role: string, needs: string, what: string) =>
+    new BotwardenError('FORBIDDEN', `Token '${name}' has role ${role}; ${what} needs role ${needs}${needs === 'admin' ? '' : ' or above'}.`, { role, needs }),
+  tooManyRequests: (retryAfterSeconds: number) =>
+    new BotwardenError('TOO_MANY_REQUESTS', `Too many failed authentications from this address; try again in ${retryAfterSeconds} s.`, { retryAfterSeconds }),
   misdirected: (host: string) =>
     new BotwardenError('MISDIRECTED_REQUEST', `Host '${host}' is not served here (DNS-rebinding guard); use the listen address or localhost, or add it to daemon.allowedHosts.`),
   badRequest: (message: string) => new BotwardenError('BAD_REQUEST', message),

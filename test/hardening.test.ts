@@ -17,10 +17,10 @@ afterEach(async () => {
 const accounts = { demo: { command: fixture('bot.js'), startMs: 100, stop: { graceMs: 2000 } } };
 
 /** A raw HTTP request: the path goes out exactly as given (fetch would normalise it). */
-function raw(url: string, o: { method: string; path: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<{ status: number; text: string }> {
+function raw(url: string, o: { method: string; path: string; headers?: Record<string, string>; body?: string | Buffer; localAddress?: string }): Promise<{ status: number; text: string }> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: u.hostname, port: u.port, method: o.method, path: o.path, headers: o.headers, agent: false }, (res) => {
+    const req = http.request({ host: u.hostname, port: u.port, method: o.method, path: o.path, headers: o.headers, agent: false, ...(o.localAddress ? { localAddress: o.localAddress } : {}) }, (res) => {
       let text = '';
       res.on('data', (c: Buffer) => (text += c.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
@@ -98,7 +98,7 @@ describe('fuzz', () => {
     d = await startTestDaemon(makeConfig({ accounts, daemon: { healthIntervalMs: 60_000 } }));
     const snapshot = async () => {
       const bots = (await d!.req('GET', '/bots')).body.bots.map((b: Record<string, unknown>) => ({ ...b, nonceErrors: undefined }));
-      const events = d!.events.history(0, 100_000).filter((e) => e.type !== 'health').map((e) => e.id);
+      const events = d!.events.history(0, 100_000).filter((e) => e.type !== 'health' && e.type !== 'audit').map((e) => e.id); // audit: every malformed request is recorded (SPEC 18), nothing else may change
       return JSON.stringify({ bots, events, keys: (await d!.req('GET', '/keys')).body });
     };
     const before = await snapshot();
@@ -160,7 +160,9 @@ describe('fuzz', () => {
         if (body !== undefined && type) headers['content-type'] = type;
         const what = `${method} ${path}${query} type=${type} body=${body?.slice(0, 40)} token=${token === d!.token ? 'ok' : 'bad'}`;
         try {
-          const r = await raw(d!.url, { method: method!, path: path! + query, headers, ...(body !== undefined ? { body } : {}) });
+          // A wrong token from its own loopback address (127.0.x.y): ten from one address would be refused with 429 (SPEC 18) and end the fuzzing.
+          const from = token !== d!.token && token !== '' ? { localAddress: `127.0.${(i >> 8) & 255}.${(i & 255) || 1}` } : {};
+          const r = await raw(d!.url, { method: method!, path: path! + query, headers, ...(body !== undefined ? { body } : {}), ...from });
           results.push({ status: r.status, what });
         } catch (err) {
           results.push({ status: -1, what: `${what} (${(err as Error).message})` });

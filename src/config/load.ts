@@ -7,7 +7,7 @@ import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { parseDocument } from 'yaml';
-import { ACCOUNT_ID_RE, AccountConfig, AlertTarget, ConfigFile, FENCE_KILL_MS, FENCE_SLACK_MS, NONCE_PRESET_NAMES, type Account, type Config } from './schema.js';
+import { ACCOUNT_ID_RE, AccountConfig, AlertTarget, ConfigFile, FENCE_KILL_MS, FENCE_SLACK_MS, NONCE_PRESET_NAMES, ROLES, type Account, type Config, type RoleToken } from './schema.js';
 
 export class ConfigError extends Error {
   readonly problems: string[];
@@ -66,6 +66,7 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
   const accounts = new Map<string, Account>();
   const keyIds = isObject(file.keys) ? file.keys : {};
   const keyVars = keyVariables(file);
+  const tokenVars = new Set(Object.values(isObject(file.auth) && isObject(file.auth.tokens) ? file.auth.tokens : {}).flatMap((t) => (isObject(t) && typeof t.tokenEnv === 'string' ? [t.tokenEnv] : [])));
   for (const [id, acc] of Object.entries(isObject(file.accounts) ? file.accounts : {})) {
     const at = `/accounts/${id}`;
     if (!ACCOUNT_ID_RE.test(id)) problems.push(`${at}: account id must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`);
@@ -107,6 +108,7 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
       if (typeof name !== 'string') continue;
       if (name.startsWith('BOTWARDEN_')) problems.push(`${at}/passEnv/${i}: BOTWARDEN_* variables are never passed to a bot`);
       else if (keyVars.has(name)) problems.push(`${at}/passEnv/${i}: ${name} is a key variable; a bot gets only the pair it leased, under keys.envKey / keys.envSecret`);
+      else if (tokenVars.has(name)) problems.push(`${at}/passEnv/${i}: ${name} holds an API token (auth.tokens); it is never passed to a bot`);
     }
     const cwd = typeof acc.cwd === 'string' ? path.resolve(opts.baseDir, acc.cwd) : null;
     if (cwd !== null) problems.push(...runnableProblems(at, cwd, acc.command, isObject(acc.env) && typeof acc.env.PATH === 'string' ? acc.env.PATH : env.PATH));
@@ -126,6 +128,7 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     if (isObject(t) && t.format === 'telegram' && !t.chatId) problems.push(`/alerts/${name}/chatId: telegram needs the chat id`);
     if (isObject(t) && typeof t.url === 'string' && !/^https?:\/\//.test(t.url)) problems.push(`/alerts/${name}/url: must be an http(s) URL`);
   }
+  const roleTokens = authProblems(file, env, problems);
   if (isObject(file.daemon) && typeof file.daemon.listen === 'string') {
     try {
       parseListen(file.daemon.listen);
@@ -134,7 +137,37 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     }
   }
   if (problems.length > 0) throw new ConfigError(where, problems);
-  return { daemon: file.daemon, lock: file.lock, clock: file.clock, alerts: file.alerts, keys: file.keys, accounts, source };
+  return { daemon: file.daemon, lock: file.lock, clock: file.clock, alerts: file.alerts, keys: file.keys, accounts, auth: { tokens: roleTokens }, source };
+}
+
+/** The shortest token auth.tokens accepts: a bearer token that guards bot controls must not be guessable. */
+export const MIN_TOKEN_LENGTH = 16;
+
+/**
+ * SPEC 18: every named token's value is set (the environment or the .env file), 16 printable
+ * characters or more, and its own (two names with one token could not be told apart in the audit
+ * trail). The values are never part of a problem's text.
+ */
+function authProblems(file: ConfigFile, env: NodeJS.ProcessEnv, problems: string[]): RoleToken[] {
+  const out: RoleToken[] = [];
+  const byValue = new Map<string, string>();
+  for (const [name, t] of Object.entries(isObject(file.auth) && isObject(file.auth.tokens) ? file.auth.tokens : {})) {
+    const at = `/auth/tokens/${name}`;
+    if (name === 'api-token') problems.push(`${at}: 'api-token' is the name of the generated data/api-token (admin); choose another`);
+    if (!isObject(t) || typeof t.tokenEnv !== 'string') continue;
+    const value = env[t.tokenEnv];
+    if (value === undefined || value === '') {
+      problems.push(`${at}/tokenEnv: ${t.tokenEnv} is not set in the environment or the env file`);
+      continue;
+    }
+    if (value.length < MIN_TOKEN_LENGTH) problems.push(`${at}/tokenEnv: the token in ${t.tokenEnv} has ${value.length} characters; use ${MIN_TOKEN_LENGTH} or more (e.g. openssl rand -base64 24)`);
+    else if (!/^[\x21-\x7e]+$/.test(value)) problems.push(`${at}/tokenEnv: the token in ${t.tokenEnv} must be printable ASCII without spaces (it travels in an Authorization header)`);
+    const twin = byValue.get(value);
+    if (twin !== undefined) problems.push(`${at}/tokenEnv: the same token as /auth/tokens/${twin}; give each name its own, or the audit trail cannot tell them apart`);
+    byValue.set(value, name);
+    if ((ROLES as readonly unknown[]).includes(t.role)) out.push({ name, role: t.role, tokenEnv: t.tokenEnv, token: value });
+  }
+  return out;
 }
 
 /**
@@ -160,8 +193,10 @@ function fenceBudgetProblems(file: ConfigFile): string[] {
  * The secrets the config itself holds (SPEC 15): every alert target's URL (and its path, where a
  * webhook's secret lives, when 16 characters or more) and chat id, the lock URL and its password (as written and decoded).
  */
-export function configSecrets(config: Pick<Config, 'alerts' | 'lock'>): string[] {
+export function configSecrets(config: Pick<Config, 'alerts' | 'lock' | 'auth'>): string[] {
   const out: string[] = [];
+  // SPEC 18: the named API tokens.
+  for (const t of config.auth?.tokens ?? []) out.push(t.token);
   const urlParts = (url: string) => {
     out.push(url);
     try {

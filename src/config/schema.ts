@@ -125,6 +125,8 @@ export const DaemonConfig = Type.Object(
     healthIntervalMs: Ms(5000, 100),
     onShutdown: Type.Union([Type.Literal('stop-bots'), Type.Literal('leave-running')], { default: 'stop-bots' }),
     allowedHosts: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+    /** Behind a reverse proxy (SPEC 18): the client address is the one the proxy put last in X-Forwarded-For. */
+    trustProxy: Type.Boolean({ default: false }),
     logs: Type.Object(
       { maxBytes: Type.Integer({ minimum: 4096, default: 10 * 1024 * 1024 }), files: Type.Integer({ minimum: 1, maximum: 100, default: 5 }) },
       { additionalProperties: false, default: {} },
@@ -174,6 +176,33 @@ export const AlertTarget = Type.Object(
 );
 export type AlertTarget = Static<typeof AlertTarget>;
 
+/** Who may do what over HTTP (SPEC 18), lowest first: each role may do all that the ones before it may. */
+export const ROLES = ['viewer', 'operator', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Named API tokens with a role; the token itself comes from the environment or the .env file. */
+export const AuthConfig = Type.Object(
+  {
+    tokens: Type.Record(
+      Type.String({ pattern: ACCOUNT_ID_PATTERN }),
+      Type.Object(
+        { role: Type.Union(ROLES.map((r) => Type.Literal(r))), tokenEnv: Type.String({ pattern: ENV_NAME }) },
+        { additionalProperties: false },
+      ),
+      { default: {} },
+    ),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+/** A named token as the daemon uses it: its value read from the environment at load. */
+export interface RoleToken {
+  name: string;
+  role: Role;
+  tokenEnv: string;
+  token: string;
+}
+
 /** Kill time and slack of the fence budget (docs/config.md): what a stop needs beyond its grace. */
 export const FENCE_KILL_MS = 2000;
 export const FENCE_SLACK_MS = 1000;
@@ -186,6 +215,7 @@ export const ConfigFile = Type.Object(
     keys: Type.Record(Type.String({ pattern: ACCOUNT_ID_PATTERN }), KeyRef, { default: {} }),
     accounts: Type.Record(Type.String(), AccountConfig, { default: {} }),
     alerts: Type.Record(Type.String({ pattern: ACCOUNT_ID_PATTERN }), AlertTarget, { default: {} }),
+    auth: AuthConfig,
   },
   { additionalProperties: false },
 );
@@ -210,6 +240,8 @@ export interface Config {
   alerts: Record<string, AlertTarget>;
   keys: ConfigFile['keys'];
   accounts: Map<string, Account>;
+  /** SPEC 18: named tokens and their roles (the generated data/api-token is admin besides these). */
+  auth?: { tokens: RoleToken[] };
   /** The file it came from, or null when passed as an object (tests). */
   source: string | null;
 }

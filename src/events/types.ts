@@ -28,6 +28,7 @@ export const EVENT_TYPES = [
   'health',
   'disk.low',
   'storage.recovered',
+  'audit',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];

@@ -8,6 +8,7 @@ import type { KeyPool } from '../keys/pool.js';
 import type { HealthService } from '../monitor/health.js';
 import type { ClockOffset } from '../monitor/clock.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
+import type { RoleToken } from '../config/schema.js';
 
 export interface ServerDeps {
   supervisor: Supervisor;
@@ -27,6 +28,12 @@ export interface ServerDeps {
   alerts: AlertService;
   /** This machine's clock against the exchanges' (SPEC 17): GET /clock. */
   clock?: { list(): { offsets: ClockOffset[]; sync: boolean | null } };
+  /** SPEC 18: the named tokens of `auth.tokens` (asked on every request: a reload takes effect at once); `token` is always admin. */
+  roleTokens?: () => readonly RoleToken[];
+  /** SPEC 18: behind a reverse proxy, the client address is the last one in X-Forwarded-For. */
+  trustProxy?: boolean;
+  /** Monotonic ms for the brute-force window (the daemon's clock); performance.now() by default. */
+  now?: () => number;
   /** Masks every secret the daemon holds (SPEC 15) in whatever leaves over HTTP; none by default. */
   mask?: (text: string) => string;
 }

@@ -11,7 +11,10 @@ import Fastify, { LogController, type FastifyError, type FastifyInstance } from 
 import { Errors, type BotwardenError } from '../errors.js';
 import { toBotwardenError, toErrorBody } from './errors.js';
 import type { ServerDeps } from './deps.js';
-import { allowedHostSet, bearer, hostName, tokenChecker } from './guards.js';
+import { allowedHostSet, bearer, hostName } from './guards.js';
+import { allows, requiredRole } from '../auth/roles.js';
+import { TokenRegistry, type Identity } from '../auth/tokens.js';
+import { FailureLimiter } from '../auth/limiter.js';
 import { botRoutes } from './routes/bots.js';
 import { eventRoutes } from './routes/events.js';
 import { keyRoutes } from './routes/keys.js';
@@ -20,6 +23,18 @@ import { dashboardRoutes, DASHBOARD_PATHS } from './routes/dashboard.js';
 import { systemRoutes } from './routes/system.js';
 
 export type { ServerDeps } from './deps.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who sent it (SPEC 18): the token's name and role; null without a valid token. */
+    identity: Identity | null;
+    /** A 429 past the first of its window: answered, not audited again. */
+    quietRefusal: boolean;
+  }
+}
+
+/** Audit fields are cut to this length (a route that matched nothing is the raw path). */
+const AUDIT_FIELD_MAX = 200;
 
 export const BODY_LIMIT = 64 * 1024;
 
@@ -58,6 +73,9 @@ export async function buildServer(deps: ServerDeps) {
     childLoggerFactory: (logger) => logger,
     bodyLimit: BODY_LIMIT,
     forceCloseConnections: true,
+    // Behind a reverse proxy (SPEC 18): trust one hop, so the client address is the one the proxy
+    // added last to X-Forwarded-For; whatever a client wrote there itself stays to the left, unused.
+    ...(deps.trustProxy ? { trustProxy: (_address: string, hop: number) => hop === 0 } : {}),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
@@ -79,7 +97,15 @@ export async function buildServer(deps: ServerDeps) {
 
   let closing = false;
   const hosts = allowedHostSet(deps.listenHost, deps.allowedHosts);
-  const tokenMatches = tokenChecker(deps.token);
+  const tokens = new TokenRegistry(deps.token, deps.roleTokens);
+  const httpLog = deps.logger.child({ module: 'http' });
+  const limiter = new FailureLimiter({
+    now: deps.now ?? (() => performance.now()),
+    // One line per window, not one per refused request.
+    onBlock: (remote, ms) => httpLog.warn({ remote, failures: limiter.maxFailures, windowMs: limiter.windowMs, retryAfterS: Math.ceil(ms / 1000) }, 'too many failed authentications from one address: refused until its window frees'),
+  });
+  app.decorateRequest('identity', null);
+  app.decorateRequest('quietRefusal', false);
   // Callback style, not async: this runs on every request, 200 of them at once in a start race.
   app.addHook('onRequest', (req, _reply, done) => {
     // While closing, no new stream may start (a following CLI would reconnect at once).
@@ -96,7 +122,22 @@ export async function buildServer(deps: ServerDeps) {
       if (q !== undefined && typeof q !== 'string') return done(Errors.badRequest('Give the token once: ?token=<token>.'));
       given = q;
     }
-    done(tokenMatches(given) ? undefined : Errors.unauthorized());
+    // Brute force (SPEC 18): an address with ten failures in the window is refused, right token or not.
+    const block = limiter.blocked(req.ip);
+    if (block) {
+      req.quietRefusal = !block.first;
+      return done(Errors.tooManyRequests(Math.ceil(block.retryAfterMs / 1000)));
+    }
+    const who = tokens.identify(given);
+    if (!who) {
+      // A wrong token is a guess; none at all (a probe, a page before its login) is not.
+      if (given !== undefined) limiter.fail(req.ip);
+      return done(Errors.unauthorized());
+    }
+    req.identity = who;
+    const needs = requiredRole(req.method, route);
+    if (!allows(who.role, needs)) return done(Errors.forbidden(who.name, who.role, needs, `${req.method} ${route ?? ''}`));
+    done();
   });
 
   // Strict input: what a route does not declare, it refuses (a trader who types ?grace=5000 must
@@ -118,6 +159,27 @@ export async function buildServer(deps: ServerDeps) {
   // And no secret leaves in it (SPEC 15): every text body is masked, an error's message too (a
   // failed spawn names its command line). The dashboard's files are Buffers and hold none.
   const mask = deps.mask ?? ((t: string) => t);
+  // The audit trail (SPEC 18): every change an authenticated caller asked for, and every refusal
+  // (401, 403, 429), with its final status. Emitted here, before the reply leaves, so it is
+  // committed with the reply (the onSend below waits for that commit). A 429 is audited once per
+  // window and address: a blocked client cannot flood the event store and prune older events away.
+  app.addHook('onSend', (req, reply, payload, done) => {
+    const status = reply.statusCode;
+    const change = req.identity !== null && req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
+    if (change || status === 401 || status === 403 || (status === 429 && !req.quietRefusal)) {
+      const account = (req.params as { account?: unknown } | undefined)?.account;
+      deps.events.emit('audit', {
+        ...(typeof account === 'string' ? { account: account.slice(0, AUDIT_FIELD_MAX) } : {}),
+        actor: req.identity?.name ?? 'anonymous',
+        role: req.identity?.role ?? null,
+        remote: req.ip,
+        method: req.method,
+        route: (req.routeOptions.url ?? req.url.split('?')[0] ?? '').slice(0, AUDIT_FIELD_MAX),
+        status,
+      });
+    }
+    done(null, payload);
+  });
   app.addHook('onSend', (_req, _reply, payload, done) => {
     const out = typeof payload === 'string' ? mask(payload) : payload;
     void deps.events.durable().then(() => done(null, out)); // never rejects: false is a lost commit, already logged
@@ -138,6 +200,7 @@ export async function buildServer(deps: ServerDeps) {
   app.setErrorHandler((err: FastifyError | BotwardenError, req, reply) => {
     const coded = toBotwardenError(err, req.params as Record<string, string> | undefined);
     const body = toErrorBody(coded);
+    if (coded.code === 'TOO_MANY_REQUESTS') void reply.header('retry-after', String(coded.details.retryAfterSeconds));
     // The whole error goes to the log; a client sees only the coded message.
     if (body.statusCode >= 500) req.log.error({ err, reqId: req.id, url: req.url.split('?')[0] }, 'request failed');
     else req.log.debug({ code: body.code }, body.message);
@@ -184,7 +247,7 @@ export async function buildServer(deps: ServerDeps) {
   });
   await app.register(botRoutes(deps));
   await app.register(eventRoutes(deps));
-  await app.register(systemRoutes(deps));
+  await app.register(systemRoutes(deps, (t) => tokens.identify(t)));
   await app.register(keyRoutes(deps));
   await app.register(observeRoutes(deps));
   await app.register(dashboardRoutes());

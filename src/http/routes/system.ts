@@ -1,15 +1,17 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Errors } from '../../errors.js';
-import { bearer, tokenChecker } from '../guards.js';
+import type { Identity } from '../../auth/tokens.js';
+import { ROLES } from '../../config/schema.js';
+import { bearer } from '../guards.js';
 import { errorResponses, Health, Lease } from '../schemas.js';
 import type { ServerDeps } from '../deps.js';
 
-export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
-  const tokenMatches = tokenChecker(deps.token);
+/** `identify`: who a token belongs to (any role sees the whole /health). */
+export function systemRoutes(deps: ServerDeps, identify: (token: string | undefined) => Identity | null): FastifyPluginAsyncTypebox {
   return async (app) => {
     app.get('/health', { schema: { tags: ['system'], security: [], response: { 200: Health, 503: Health } } }, async (req, reply) => {
       const snap = await deps.health.snapshot();
-      const authed = tokenMatches(bearer(req.headers.authorization));
+      const authed = identify(bearer(req.headers.authorization)) !== null;
       // Without a token: the status and the names (and states) of the checks, nothing else (docs/api.md).
       const anon = { status: snap.status, checks: snap.checks.map(({ name, status }) => ({ name, status })) };
       return reply.status(snap.status === 'failing' ? 503 : 200).send(authed ? snap : anon);
@@ -41,6 +43,21 @@ export function systemRoutes(deps: ServerDeps): FastifyPluginAsyncTypebox {
           throw Errors.lockBackendUnavailable((err as Error).message, err);
         }
       },
+    );
+
+    // SPEC 18: who this token is (the dashboard hides what its role may not do).
+    app.get(
+      '/whoami',
+      {
+        schema: {
+          tags: ['system'],
+          response: {
+            200: Type.Object({ name: Type.String({ description: "the token's name in auth.tokens; api-token for the generated one" }), role: Type.Union(ROLES.map((r) => Type.Literal(r))) }),
+            ...errorResponses({ 401: ['UNAUTHORIZED'], 429: ['TOO_MANY_REQUESTS'] }),
+          },
+        },
+      },
+      async (req) => ({ name: req.identity?.name ?? '', role: req.identity?.role ?? 'viewer' }),
     );
 
     app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
