@@ -6,6 +6,7 @@
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
+import { readEnviron } from '../src/proc/procfs.js';
 import { fixture, FIXTURES, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, type TestDaemon } from './helper.js';
 
 export const ROLE_TOKENS = {
@@ -139,6 +140,15 @@ describe('roles', () => {
       }
     }
     expect(await socket('/events', 'not-a-token-at-all-000')).toMatchObject({ opened: false, status: 401 });
+  });
+
+  it("no bot inherits a variable that holds a role token, though the daemon's environment has it", async () => {
+    const started = await d.req('POST', '/bots/rl1/start');
+    expect(started.status).toBe(201);
+    const env = readEnviron(started.body.pid as number);
+    expect(env?.get('BW_TEST_TAG')).toBeDefined();
+    for (const name of Object.keys(ROLE_TOKENS)) expect(env?.has(name), name).toBe(false);
+    await d.req('POST', '/bots/rl1/stop');
   });
 
   it('role tokens are secrets: masked in what leaves the daemon (an error message naming one)', async () => {
