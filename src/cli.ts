@@ -138,6 +138,14 @@ program
   .option('--since <id>', 'first replay the stored events after this id', int('--since'))
   .action(client((c, o, opts: cmd.EventOpts) => cmd.events(c, o, opts)));
 
+program
+  .command('audit')
+  .description('who did what: every change and every refused request (SPEC 18), newest last')
+  .option('--account <id>', 'only this account')
+  .option('--since <id>', 'the audit events after this event id (default: the newest --limit)', int('--since'))
+  .option('-n, --limit <n>', 'how many', int('--limit', 1), 50)
+  .action(client((c, o, opts: cmd.AuditOpts) => cmd.audit(c, o, opts)));
+
 program.command('health').description('daemon health (exit 1 when failing)').action(client((c, o) => cmd.health(c, o)));
 program.command('keys').description('API keys: free, leased, cooling or missing').action(client((c, o) => cmd.keys(c, o)));
 program.command('leases').description('every account lease on the shared database (PostgreSQL mode)').action(client((c, o) => cmd.leases(c, o)));

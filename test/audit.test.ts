@@ -4,11 +4,12 @@
  * it ended; and the actions botwarden takes by itself name their part (system:breaker,
  * system:hunter, system:fence).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
+import { CLI } from './proc-helper.js';
 import { fixture, FIXTURES, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
 
 const TOKENS = { AU_PHONE_TOKEN: 'phone-token-abcdef0123456789', AU_CI_TOKEN: 'ci-token-abcdef0123456789ab' };
@@ -122,5 +123,31 @@ describe('system actors', () => {
     // The code path a lease that could not be renewed takes (PostgreSQL mode), driven directly.
     await d.supervisor.get('au5').fence(started.body.lock.token as number);
     expect(d.events.history(0, 1000, { types: ['bot.stopping'] }).at(-1)).toMatchObject({ account: 'au5', reason: 'fence', actor: 'system:fence' });
+  });
+});
+
+describe('botwarden audit', () => {
+  it('lists the audit events: a table for people, --json for scripts, --account', async () => {
+    const d = await daemon({ accounts: { au6: { command: fixture('bot.js'), startMs: 100, stop: { graceMs: 2000 } }, au7: { command: fixture('bot.js') } } });
+    await d.req('POST', '/bots/au6/start', { token: TOKENS.AU_CI_TOKEN });
+    await d.req('POST', '/bots/au6/stop', { token: TOKENS.AU_PHONE_TOKEN });
+    await d.req('POST', '/bots/au6/stop');
+    await d.req('POST', '/bots/au7/stop', { token: TOKENS.AU_CI_TOKEN });
+    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_'))), NO_COLOR: '1' };
+    const run = (args: string[]) =>
+      new Promise<{ code: number; stdout: string }>((resolve) =>
+        execFile(process.execPath, [CLI, '--data-dir', d.dataDir, ...args], { env, timeout: 20_000 }, (err, stdout) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout })),
+      );
+    const t = await run(['audit', '--account', 'au6']);
+    expect(t.code).toBe(0);
+    const lines = t.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^ID\s+AT\s+ACTOR\s+ROLE\s+REMOTE\s+METHOD\s+ROUTE\s+ACCOUNT\s+STATUS$/);
+    expect(lines.slice(1).map((l) => l.split(/\s+/).slice(2).join(' '))).toEqual([
+      'ci operator 127.0.0.1 POST /bots/:account/start au6 201',
+      'phone viewer 127.0.0.1 POST /bots/:account/stop au6 403',
+      'api-token admin 127.0.0.1 POST /bots/:account/stop au6 200',
+    ]);
+    const j = await run(['audit', '--json', '-n', '2']);
+    expect(JSON.parse(j.stdout).events.map((e: { actor: string; account: string }) => `${e.actor} ${e.account}`)).toEqual(['api-token au6', 'ci au7']);
   });
 });

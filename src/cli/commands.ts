@@ -244,3 +244,38 @@ export function dashboardUrl(c: Client, out: Out): void {
   const url = `${c.target.url}/#token=${encodeURIComponent(c.target.token ?? '')}`;
   out.write(out.json ? json({ url }) : `${url}\n`);
 }
+
+export interface AuditOpts {
+  account?: string;
+  since?: number;
+  limit: number;
+}
+
+interface AuditEvent {
+  id: number;
+  at: string;
+  account?: string;
+  actor: string;
+  role: string | null;
+  remote: string;
+  method: string;
+  route: string;
+  status: number;
+}
+
+/** SPEC 18: who did what: every change and every refused request (the newest `limit`, oldest first; or those after --since). */
+export async function audit(c: Client, out: Out, o: AuditOpts): Promise<void> {
+  const q = new URLSearchParams({ types: 'audit', limit: String(o.limit) });
+  if (o.account) q.set('account', o.account);
+  if (o.since !== undefined) q.set('since', String(o.since));
+  const { body } = await c.call<{ events: AuditEvent[] }>('GET', `/events/history?${q.toString()}`);
+  if (out.json) return out.write(json(body));
+  if (body.events.length === 0) return out.write('no audit events\n');
+  out.write(
+    table(
+      ['ID', 'AT', 'ACTOR', 'ROLE', 'REMOTE', 'METHOD', 'ROUTE', 'ACCOUNT', 'STATUS'],
+      body.events.map((e) => [String(e.id), e.at, e.actor, e.role ?? '-', e.remote, e.method, e.route, e.account ?? '-', String(e.status)]),
+      useColor(),
+    ),
+  );
+}
