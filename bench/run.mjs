@@ -3,7 +3,7 @@ import { benchAdopt } from './adopt.mjs';
 import { benchCore } from './core.mjs';
 import { benchHunter } from './hunter.mjs';
 import { benchScan } from './scan.mjs';
-import { benchScale } from './scale.mjs';
+import { benchLivenessCost, benchScale } from './scale.mjs';
 import { benchPg } from './pg.mjs';
 import { benchObserve } from './observe.mjs';
 import { benchDashboard } from './dashboard.mjs';
@@ -15,6 +15,7 @@ const suites = [
   ['hunter: duplicate detection and scan cost', benchHunter],
   ['scan: nonce patterns on bot output', benchScan],
   ['scale: 1,000 bots, 50 heartbeat bots', benchScale],
+  ['liveness and limits: their idle cost at 1,000 bots', benchLivenessCost],
   ['postgres: leases, fence and failover', benchPg],
   ['observability: metrics scrape, alert delivery', benchObserve],
   ['dashboard: 1,000 accounts in Chromium', benchDashboard],

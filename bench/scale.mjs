@@ -158,7 +158,41 @@ export async function benchScale() {
   return { rows };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] !== 'liveness') {
   const { rows } = await benchScale();
+  for (const r of rows) console.log(`- ${r.join(' — ')}`);
+}
+
+/**
+ * SPEC 16's cost at 1,000 bots: the same silent `sleep` bots, once plain and once each with a
+ * liveness check (silence) and limits (memory and CPU, sampled every forMs/4 = 5 s), idle CPU of
+ * the daemon and its spawner side by side. `node bench/scale.mjs liveness` runs only this.
+ */
+export async function benchLivenessCost() {
+  const rows = [];
+  for (const [label, extra] of [
+    ['plain', {}],
+    ['liveness (silenceMs) + limits (memoryMB, cpuPercent, forMs 20 s)', { liveness: { graceMs: 1000, silenceMs: 3_600_000, action: 'alert' }, limits: { memoryMB: 500, cpuPercent: 90, forMs: 20_000, action: 'alert' } }],
+  ]) {
+    const acc = {};
+    for (let i = 0; i < N; i++) acc[`l${i}`] = { command: ['sleep', '3600'], startMs: 10, stop: { graceMs: 5000 }, ...extra };
+    const d = await startDaemon(acc, [], { scanIntervalMs: 1000, healthIntervalMs: 5000 });
+    try {
+      const ids = Object.keys(acc);
+      const pids = [];
+      await pool(N, INFLIGHT, async (i) => pids.push((await d.fast('POST', `/bots/${ids[i]}/start`)).body.pid));
+      await untilAll(pids, alive);
+      const st = await steady(d.pid);
+      rows.push([`idle CPU, ${N} silent bots, ${label}`, `${st.cpu.toFixed(2)} % of a core, daemon + spawner (${st.range}) (goal <= 1 %)`, `RSS ${st.rss.toFixed(0)} MB`]);
+    } finally {
+      await d.stop('SIGTERM');
+      d.cleanup();
+    }
+  }
+  return { rows };
+}
+
+if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] === 'liveness') {
+  const { rows } = await benchLivenessCost();
   for (const r of rows) console.log(`- ${r.join(' — ')}`);
 }
