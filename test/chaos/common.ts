@@ -27,6 +27,18 @@ export function prng(seed: number): () => number {
   };
 }
 
+/** What a walk tells: its seed and steps, what broke, and how well the sampler kept up. */
+export interface WalkResult {
+  seed: number;
+  steps: string[];
+  violations: string[];
+  samples: number;
+  maxGapMs: number;
+  /** Samples that came more than 10 ms after the one before (a starved sampler). */
+  over10: number;
+  ms: number;
+}
+
 export interface Proc {
   pid: number;
   start: string;

@@ -17,21 +17,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { CutProxy, startPostgres, type ProxyMode, type TestPg } from '../pg-helper.js';
-import { BOT, call, kill, prng, runProcesses, startDaemonProc, startSampler, type DaemonProc } from './common.js';
-
-export interface PgWalkResult {
-  seed: number;
-  steps: string[];
-  violations: string[];
-  samples: number;
-  maxGapMs: number;
-  over10: number;
-  ms: number;
-}
+import { BOT, call, kill, type WalkResult, prng, runProcesses, startDaemonProc, startSampler, type DaemonProc } from './common.js';
 
 const LOCK = { leaseMs: 5000, renewMs: 500 };
 
-export async function pgChaosWalk(o: { seed: number; steps: number; log?: (line: string) => void }): Promise<PgWalkResult> {
+export async function pgChaosWalk(o: { seed: number; steps: number; log?: (line: string) => void }): Promise<WalkResult> {
   const t0 = performance.now();
   const rand = prng(o.seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
-import { BOT, call as callDaemon, cmdline, kill, prng, runProcesses, startDaemonProc, startSampler, stat, type DaemonProc } from './common.js';
+import { BOT, call as callDaemon, type WalkResult, cmdline, kill, prng, runProcesses, startDaemonProc, startSampler, stat, type DaemonProc } from './common.js';
 
 const SCAN_MS = 200;
 
@@ -24,17 +24,6 @@ interface AccountPlan {
   duplicates: 'kill' | 'report';
   pool: string[] | null;
   stubborn: boolean;
-}
-
-export interface WalkResult {
-  seed: number;
-  steps: string[];
-  violations: string[];
-  samples: number;
-  maxGapMs: number;
-  /** Samples that came more than 10 ms after the one before (a starved sampler). */
-  over10: number;
-  ms: number;
 }
 
 export async function chaosWalk(o: { seed: number; steps: number; log?: (line: string) => void }): Promise<WalkResult> {
