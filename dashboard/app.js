@@ -10,6 +10,10 @@ const el = (tag, attrs = {}, ...kids) => {
   return e;
 };
 let token = sessionStorage.getItem('botwarden-token');
+// Who this token is (GET /whoami, SPEC 18): a viewer gets no Start/Stop/Restart and no Logs.
+let me = { name: '', role: 'viewer' };
+const RANK = { viewer: 0, operator: 1, admin: 2 };
+const may = (role) => (RANK[me.role] ?? 0) >= RANK[role];
 let lastId = 0;
 let ws = null;
 let retryMs = 250;
@@ -94,10 +98,13 @@ function renderBot(b) {
       c.actions.append(btn);
       return btn;
     };
-    c.start = mk('Start', (a) => act(a, 'start'));
-    c.stop = mk('Stop', (a) => act(a, 'stop'));
-    c.restart = mk('Restart', (a) => act(a, 'restart'));
-    mk('Logs', openLogs);
+    // Only what this token's role may do is offered (SPEC 18): an operator starts, stops, restarts and reads output.
+    if (may('operator')) {
+      c.start = mk('Start', (a) => act(a, 'start'));
+      c.stop = mk('Stop', (a) => act(a, 'stop'));
+      c.restart = mk('Restart', (a) => act(a, 'restart'));
+      mk('Logs', openLogs);
+    }
     tr.append(c.name, c.state, c.pid, c.uptime, c.restarts, c.res, c.key, c.nonce, c.exit, c.actions);
     $('#bots tbody').append(tr);
     r = { tr, c };
@@ -115,9 +122,11 @@ function renderBot(b) {
   c.key.textContent = b.keyId ?? '-';
   c.nonce.textContent = `${b.nonceErrors.inWindow} / ${b.nonceErrors.total}`;
   c.exit.textContent = exitText(b.lastExit);
-  c.start.disabled = ACTIVE.has(b.state);
-  c.stop.disabled = !ACTIVE.has(b.state);
-  c.restart.disabled = b.state === 'stopping';
+  if (c.start) {
+    c.start.disabled = ACTIVE.has(b.state);
+    c.stop.disabled = !ACTIVE.has(b.state);
+    c.restart.disabled = b.state === 'stopping';
+  }
 }
 
 async function act(account, verb) {
@@ -169,7 +178,9 @@ function renderHealth(h) {
 }
 
 function describe(e) {
-  const skip = new Set(['id', 'type', 'at', 'account']);
+  // An audit event reads as the request: "POST /bots/:account/start 201 from 10.0.0.5".
+  if (e.type === 'audit') return `${e.method} ${e.route} ${e.status} from ${e.remote}`;
+  const skip = new Set(['id', 'type', 'at', 'account', 'actor']);
   return Object.entries(e).filter(([k]) => !skip.has(k)).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' ');
 }
 
@@ -179,7 +190,9 @@ function renderFeed() {
   const shown = feed.filter((e) => (!t || e.type.startsWith(t)) && (!a || e.account === a)).slice(-200).reverse();
   $('#events').replaceChildren(...shown.map((e) => {
     const cls = e.type === 'nonce.error' ? 'nonce' : e.type.startsWith('duplicate.') ? 'dup' : e.type === 'bot.fatal' ? 'fatal' : '';
-    return el('li', { class: cls, 'data-type': e.type }, `${e.at.slice(11, 19)} `, el('span', { class: 't' }, e.type), ` ${e.account ?? ''} ${describe(e)}`);
+    // Who did it (SPEC 18): a token's name (and role), or the part of botwarden that acted by itself.
+    const who = e.actor ? [' ', el('span', { class: 'actor', 'data-actor': e.actor }, `by ${e.actor}${e.type === 'audit' && e.role ? ` (${e.role})` : ''}`)] : [];
+    return el('li', { class: cls, 'data-type': e.type }, `${e.at.slice(11, 19)} `, el('span', { class: 't' }, e.type), ` ${e.account ?? ''} ${describe(e)}`, ...who);
   }));
 }
 $('#f-type').addEventListener('input', renderFeed);
@@ -248,6 +261,8 @@ setInterval(() => {
 async function boot() {
   if (!token) return showLogin();
   try {
+    me = await api('GET', '/whoami');
+    $('#who').textContent = `${me.name} · ${me.role}`;
     await loadAll();
   } catch (err) {
     if (err.status === 401) { sessionStorage.removeItem('botwarden-token'); return showLogin('Wrong token: the daemon refused it (401). Copy it again from data/api-token.'); }

@@ -155,4 +155,33 @@ describe('dashboard', () => {
     expect([...problems, ...problems2]).toEqual([]);
     await page.close();
   });
+
+  it("a viewer's dashboard (SPEC 18): no Start, Stop, Restart or Logs, its rows still live, and who did what on the events", async () => {
+    const dir = tmpDir();
+    const port = await freePort();
+    const viewerToken = 'rl-dash-viewer-token-0123456789';
+    const raw = {
+      auth: { tokens: { phone: { role: 'viewer', tokenEnv: 'RL_DASH_VIEWER' } } },
+      accounts: { rld1: { name: 'RL one', command: fixture('bot.js'), startMs: 200, stop: { graceMs: 2000 } }, rld2: { command: fixture('bot.js'), startMs: 200 } },
+    };
+    const cfg = writeConfig(dir, raw); // the auth section is written as given
+    const d = spawnDaemon(dir, cfg, ['--listen', `127.0.0.1:${port}`], { RL_DASH_VIEWER: viewerToken });
+    const api = await connectTo(dir, d.pid);
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    const problems = watch(page);
+    await page.goto(`http://127.0.0.1:${port}/#token=${encodeURIComponent(viewerToken)}`);
+    await page.waitForSelector('[data-account="rld1"][data-state="stopped"]');
+    expect(await page.textContent('#who')).toBe('phone · viewer');
+    for (const label of ['Start', 'Stop', 'Restart', 'Logs']) expect(await page.locator(`#bots button:text-is("${label}")`).count(), label).toBe(0);
+
+    // Started by someone else: the viewer's row follows live, and the feed says who did it.
+    expect((await api.req('POST', '/bots/rld1/start')).status).toBe(201);
+    await page.waitForSelector('[data-account="rld1"][data-state="running"]', { timeout: 3000 });
+    await page.waitForSelector('#events li[data-type="audit"] .actor[data-actor="api-token"]', { timeout: 2000 });
+    expect(await page.textContent('#events li[data-type="audit"]')).toMatch(/POST \/bots\/:account\/start 201 from 127\.0\.0\.1 by api-token \(admin\)/);
+    expect((await api.req('POST', '/bots/rld1/stop')).status).toBe(200);
+    await page.waitForSelector('[data-account="rld1"][data-state="stopped"]', { timeout: 3000 });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
 });
