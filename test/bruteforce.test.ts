@@ -101,3 +101,22 @@ describe('the limiter is bounded', () => {
     expect(l.size).toBe(1);
   });
 });
+
+describe('behind a proxy the guards still hold', () => {
+  it('the Host guard reads Host, never X-Forwarded-Host; a token in the query of a REST route is no token', async () => {
+    const { d } = await daemon(true);
+    const get = (headers: Record<string, string>, path = '/bots') =>
+      new Promise<number>((resolve, reject) => {
+        const r = request({ host: '127.0.0.1', port: d.address.port, path, headers, agent: false }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        r.on('error', reject);
+        r.end();
+      });
+    const auth = { authorization: `Bearer ${d.token}` };
+    expect(await get({ ...auth, host: 'evil.example', 'x-forwarded-host': 'localhost', 'x-forwarded-for': '203.0.113.5' })).toBe(421);
+    expect(await get({ ...auth, host: 'localhost', 'x-forwarded-for': '203.0.113.5' })).toBe(200);
+    expect(await get({ host: 'localhost' }, `/bots?token=${d.token}`)).toBe(401);
+  });
+});
