@@ -21,6 +21,7 @@ import { Registry } from './db/registry.js';
 import { Errors } from './errors.js';
 import { EventStore } from './events/store.js';
 import { buildServer } from './http/server.js';
+import { namedTokens, withoutTokenVariables } from './auth/tokens.js';
 import { createLogger } from './logger.js';
 import { DuplicateHunter } from './monitor/duplicates.js';
 import { alertsCheck, clockCheck, duplicatesCheck, HealthService, keysCheck } from './monitor/health.js';
@@ -161,7 +162,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       daemonId,
       holder,
       logsDir,
-      env,
+      // SPEC 18: the variables of auth.tokens are the API's, never a bot's.
+      env: withoutTokenVariables(env, config),
       dotenv,
       keys,
       spawn: spawner.spawn,
@@ -258,6 +260,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       alerts,
       mask: secrets.fn,
       // SPEC 18: named tokens and roles (a reload takes effect at once), the client address behind a proxy.
+      roleTokens: () => namedTokens(supervisor.currentConfig()),
+      trustProxy: config.daemon.trustProxy,
       now: () => clock.mono(),
     });
     await app.listen({ host: listen.host, port: listen.port });
