@@ -8,6 +8,7 @@ import http from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
 import { alertText } from '../src/alerts/format.js';
+import { isAlive } from '../src/proc/procfs.js';
 
 const daemons: TestDaemon[] = [];
 const children: ChildProcess[] = [];
@@ -135,8 +136,10 @@ describe('the cause of nonce errors (SPEC 17)', () => {
     await d.req('POST', '/bots/nckill/start');
     const copy = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', env: { ...process.env, BW_TEST_TAG: TEST_TAG, OTHER: SECRETS.NC_S1 } });
     children.push(copy);
-    await waitFor(() => copy.exitCode !== null || copy.signalCode !== null, { timeoutMs: 3000, what: 'holder killed' });
-    expect(history(d, ['duplicate.killed'], 'nckill')[0]).toMatchObject({ pid: copy.pid });
+    // The event follows the kill once the process is seen gone.
+    const killed = await waitFor(() => history(d, ['duplicate.killed'], 'nckill')[0], { timeoutMs: 3000, what: 'holder killed' });
+    expect(killed).toMatchObject({ pid: copy.pid });
+    expect(copy.exitCode !== null || copy.signalCode !== null || !isAlive(copy.pid!, null)).toBe(true);
   });
 
   it('unknown: Kraken nonce errors with nothing else wrong rotate, and the evidence names the clock offset and that no process here holds the key', async () => {
