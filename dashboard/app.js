@@ -120,7 +120,9 @@ function renderBot(b) {
   // The whole tree's CPU (% of one core) and resident memory, last sample (SPEC 16).
   c.res.textContent = b.pid && b.rssBytes !== null ? `${b.cpuPercent === null ? '-' : `${b.cpuPercent} %`} / ${Math.round(b.rssBytes / 1048576)} MB` : '-';
   c.key.textContent = b.keyId ?? '-';
-  c.nonce.textContent = `${b.nonceErrors.inWindow} / ${b.nonceErrors.total}`;
+  // The cause of its last nonce trip (SPEC 17): clock, shared-key, key-rejected or unknown; the evidence on hover.
+  const d = b.diagnosis;
+  c.nonce.replaceChildren(`${b.nonceErrors.inWindow} / ${b.nonceErrors.total}`, ...(d ? [el('div', { class: `sub cause ${d.cause}`, title: d.evidence }, `cause: ${d.cause}`)] : []));
   c.exit.textContent = exitText(b.lastExit);
   if (c.start) {
     c.start.disabled = ACTIVE.has(b.state);
@@ -158,8 +160,17 @@ async function refreshBot(account) {
 async function refreshKeys() {
   let keys;
   try { ({ keys } = await api('GET', '/keys')); } catch { return; } // the daemon is away: the next event refreshes
-  $('#keys tbody').replaceChildren(...keys.map((k) => el('tr', { 'data-key': k.id, 'data-until': k.cooldownUntil ?? '' },
-    el('td', {}, k.id), el('td', {}, k.state), el('td', {}, k.account ?? '-'), el('td', { class: 'cool' }, k.cooldownUntil ? human(Date.parse(k.cooldownUntil) - Date.now()) : '-'), el('td', {}, String(k.nonceErrors)))));
+  $('#keys tbody').replaceChildren(...keys.map((k) => {
+    // A key the exchange rejected is set aside until an admin enables it (SPEC 17).
+    const state = el('td', { class: `key-${k.state}` }, k.state);
+    if (k.state === 'rejected' && may('admin')) {
+      const btn = el('button', { type: 'button' }, 'Enable');
+      btn.addEventListener('click', () => void api('POST', `/keys/${encodeURIComponent(k.id)}/enable`).then(refreshKeys, (err) => showAlert(err.message)));
+      state.append(' ', btn);
+    }
+    return el('tr', { 'data-key': k.id, 'data-until': k.cooldownUntil ?? '' },
+      el('td', {}, k.id), state, el('td', {}, k.account ?? '-'), el('td', { class: 'cool' }, k.cooldownUntil ? human(Date.parse(k.cooldownUntil) - Date.now()) : '-'), el('td', {}, String(k.nonceErrors)));
+  }));
 }
 
 async function refreshLeases() {
@@ -170,10 +181,24 @@ async function refreshLeases() {
   } catch { /* shown by the health badge */ }
 }
 
+/** This machine's clock against each exchange (SPEC 17), beside health: "clock: binance -2.4 s". */
+async function refreshClock() {
+  let clock;
+  try { clock = await api('GET', '/clock'); } catch { return; }
+  const b = $('#clock');
+  const known = clock.offsets.filter((o) => o.offsetMs !== null);
+  b.hidden = clock.offsets.length === 0;
+  const worst = known.reduce((m, o) => Math.max(m, Math.abs(o.offsetMs)), 0);
+  b.className = `badge ${worst > 500 ? 'degraded' : 'ok'}`;
+  b.textContent = `clock: ${known.map((o) => `${o.broker} ${o.offsetMs > 0 ? '+' : ''}${(o.offsetMs / 1000).toFixed(1)} s`).join(', ') || '?'}`;
+  b.title = `the exchange's time minus this machine's; time sync: ${clock.sync === null ? 'unknown' : clock.sync ? 'on' : 'OFF'}`;
+}
+
 function renderHealth(h) {
   const b = $('#health');
   b.className = `badge ${h.status}`;
   b.textContent = `health: ${h.status}`;
+  void refreshClock();
   $('#checks').replaceChildren(...(h.checks ?? []).map((c) => el('li', { class: c.status }, `${c.name}: ${c.status}${c.detail ? ` (${c.detail})` : ''}`)));
 }
 

@@ -147,7 +147,12 @@ program
   .action(client((c, o, opts: cmd.AuditOpts) => cmd.audit(c, o, opts)));
 
 program.command('health').description('daemon health (exit 1 when failing)').action(client((c, o) => cmd.health(c, o)));
-program.command('keys').description('API keys: free, leased, cooling or missing').action(client((c, o) => cmd.keys(c, o)));
+const keysCmd = program.command('keys').description('API keys: free, leased, cooling, rejected or missing').action(client((c, o) => cmd.keys(c, o)));
+keysCmd
+  .command('enable')
+  .argument('<id>')
+  .description('a key the exchange rejected may be leased again (admin)')
+  .action(client((c, o, id: string) => cmd.enableKey(c, o, id)));
 program.command('leases').description('every account lease on the shared database (PostgreSQL mode)').action(client((c, o) => cmd.leases(c, o)));
 program.command('dashboard').description('print the dashboard URL, with the token in its fragment').action(client(async (c, o) => cmd.dashboardUrl(c, o)));
 

@@ -3,12 +3,13 @@
  * lines, a real local HTTP server playing the exchanges' time endpoints (with a skewed clock), a
  * real process holding a leased key.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
 import { alertText } from '../src/alerts/format.js';
 import { isAlive } from '../src/proc/procfs.js';
+import { CLI } from './proc-helper.js';
 
 const daemons: TestDaemon[] = [];
 const children: ChildProcess[] = [];
@@ -102,9 +103,12 @@ describe('the cause of nonce errors (SPEC 17)', () => {
     expect((await d.req('GET', '/keys')).body.keys.find((k: { id: string }) => k.id === 'k1')).toMatchObject({ state: 'rejected', cooldownUntil: null });
     // Never leased again until enabled.
     expect((await d.req('POST', '/bots/ncother/start')).body.code).toBe('NO_FREE_KEY');
-    const en = await d.req('POST', '/keys/k1/enable');
-    expect(en.status).toBe(200);
-    expect(en.body).toMatchObject({ enabled: true, key: { id: 'k1', state: 'free' } });
+    // The operator's way: botwarden keys enable k1 (the CLI finds the daemon in its data dir).
+    const cli = spawnSync(process.execPath, [CLI, '--data-dir', d.dataDir, 'keys', 'enable', 'k1'], { encoding: 'utf8', env: { ...process.env, BOTWARDEN_TOKEN: '' } });
+    expect(cli.stderr).toBe('');
+    expect(cli.stdout).toMatch(/^k1: free \(enabled again\)/);
+    const again = await d.req('POST', '/keys/k1/enable');
+    expect(again.body).toMatchObject({ enabled: false, key: { id: 'k1', state: 'free' } });
     expect((await d.req('POST', '/keys/nope/enable')).body.code).toBe('UNKNOWN_KEY');
     expect((await d.req('POST', '/bots/ncother/start')).status).toBe(201);
   });

@@ -137,6 +137,11 @@ export async function keys(c: Client, out: Out): Promise<void> {
   );
 }
 
+export async function enableKey(c: Client, out: Out, id: string): Promise<void> {
+  const { body } = await c.call<{ enabled: boolean; key: KeyRow }>('POST', `/keys/${encodeURIComponent(id)}/enable`);
+  out.write(out.json ? json(body) : `${id}: ${body.key.state}${body.enabled ? ' (enabled again)' : ' (was not rejected: nothing changed)'}\n`);
+}
+
 export async function logs(c: Client, out: Out, account: string, lines: number, follow: boolean): Promise<void> {
   const a = encodeURIComponent(account);
   if (!follow) {
