@@ -7,7 +7,7 @@ import websocket from '@fastify/websocket';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyError } from 'fastify';
 import { Errors, type BotwardenError } from '../errors.js';
 import { toBotwardenError, toErrorBody } from './errors.js';
 import type { ServerDeps } from './deps.js';
@@ -38,7 +38,6 @@ const AUDIT_FIELD_MAX = 200;
 
 export const BODY_LIMIT = 64 * 1024;
 
-export type App = FastifyInstance & { withTypeProvider: () => FastifyInstance };
 
 /** Sockets whose response closes the connection: whatever the client still sends is dropped, not answered. */
 const closeAnnounced = new WeakSet<Socket>();

@@ -159,11 +159,6 @@ export class HealthService {
     return { status, version: this.deps.version, uptimeMs: (this.deps.now?.() ?? Date.now()) - this.deps.startedAt, bots, checks };
   }
 
-  /** What an unauthenticated caller sees: status and counts, no account names or details. */
-  static redact(s: HealthSnapshot): Omit<HealthSnapshot, 'checks'> & { checks: Omit<Check, 'detail'>[] } {
-    return { status: s.status, version: s.version, uptimeMs: s.uptimeMs, bots: s.bots, checks: s.checks.map(({ name, status }) => ({ name, status })) };
-  }
-
   close(): void {
     this.loop.stop();
   }

@@ -51,10 +51,6 @@ export class AccountLease {
     private readonly accountOf: () => Account,
   ) {}
 
-  get row(): LockRow | null {
-    return this.lock;
-  }
-
   get token(): number | null {
     return this.lock?.token ?? null;
   }
