@@ -3,7 +3,8 @@
  * lines, a real local HTTP server playing the exchanges' time endpoints (with a skewed clock), a
  * real process holding a leased key.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import http from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
@@ -104,8 +105,9 @@ describe('the cause of nonce errors (SPEC 17)', () => {
     // Never leased again until enabled.
     expect((await d.req('POST', '/bots/ncother/start')).body.code).toBe('NO_FREE_KEY');
     // The operator's way: botwarden keys enable k1 (the CLI finds the daemon in its data dir).
-    const cli = spawnSync(process.execPath, [CLI, '--data-dir', d.dataDir, 'keys', 'enable', 'k1'], { encoding: 'utf8', env: { ...process.env, BOTWARDEN_TOKEN: '' } });
-    expect(cli.stderr).toBe('');
+    // (Not spawnSync: this daemon runs in the test's own process and must answer meanwhile.)
+    const cli = await promisify(execFile)(process.execPath, [CLI, '--data-dir', d.dataDir, 'keys', 'enable', 'k1'], { encoding: 'utf8', env: { ...process.env, BOTWARDEN_TOKEN: '' } });
+    expect(cli.stderr, cli.stderr).toBe('');
     expect(cli.stdout).toMatch(/^k1: free \(enabled again\)/);
     const again = await d.req('POST', '/keys/k1/enable');
     expect(again.body).toMatchObject({ enabled: false, key: { id: 'k1', state: 'free' } });
@@ -138,12 +140,19 @@ describe('the cause of nonce errors (SPEC 17)', () => {
   it('kill mode: the holder is killed within 2 scans', async () => {
     const d = await daemon({ nckill: { command: fixture('bot.js'), startMs: 100, duplicates: 'kill', stop: { graceMs: 300 }, keys: pool(['k1']) } });
     await d.req('POST', '/bots/nckill/start');
+    // Another botwarden daemon on this machine holds every key in its environment too: never a copy
+    // (the PostgreSQL chaos walk found one daemon's hunter SIGTERMing the other).
+    const daemonLike = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '/opt/botwarden/dist/cli.js', 'daemon'], { stdio: 'ignore', env: { ...process.env, BW_TEST_TAG: TEST_TAG, ...SECRETS } });
+    children.push(daemonLike);
     const copy = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', env: { ...process.env, BW_TEST_TAG: TEST_TAG, OTHER: SECRETS.NC_S1 } });
     children.push(copy);
     // The event follows the kill once the process is seen gone.
     const killed = await waitFor(() => history(d, ['duplicate.killed'], 'nckill')[0], { timeoutMs: 3000, what: 'holder killed' });
     expect(killed).toMatchObject({ pid: copy.pid });
     expect(copy.exitCode !== null || copy.signalCode !== null || !isAlive(copy.pid!, null)).toBe(true);
+    await new Promise((r) => setTimeout(r, 500)); // two more scans
+    expect(isAlive(daemonLike.pid!, null)).toBe(true);
+    expect(history(d, ['duplicate.detected'], 'nckill').map((e) => e.pid)).not.toContain(daemonLike.pid);
   });
 
   it('unknown: Kraken nonce errors with nothing else wrong rotate, and the evidence names the clock offset and that no process here holds the key', async () => {

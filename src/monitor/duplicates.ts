@@ -21,6 +21,31 @@ import { ProcessScanner, type ProcInfo } from './processes.js';
 /** Processes that hold a key in their environment without using it: an operator's terminal. */
 const SHELLS = new Set(['bash', 'sh', 'dash', 'zsh', 'fish', 'ksh', 'tcsh', 'csh', 'tmux', 'tmux: server', 'screen', 'sshd', 'login', 'su', 'sudo']);
 
+/**
+ * botwarden itself holds every key in its environment: a daemon (`botwarden daemon`, `node
+ * .../cli.js daemon`), its spawner and watchdog, and whatever started a daemon (npm, systemd,
+ * docker's init). None of them is a key's second user.
+ */
+const INFRA_RE = /(?:^|[\s/])(?:botwarden|cli\.js) daemon\b|[\s/](?:spawner|watchdog)\.js\b/;
+
+/** The pids of every botwarden daemon and helper on the machine, and of each one's ancestors. */
+export function botwardenInfra(procs: Iterable<{ pid: number; ppid: number; cmdline: string }>): Set<number> {
+  const byPid = new Map<number, { ppid: number }>();
+  const roots: number[] = [];
+  for (const p of procs) {
+    byPid.set(p.pid, p);
+    if (INFRA_RE.test(p.cmdline)) roots.push(p.pid);
+  }
+  const out = new Set<number>();
+  for (const root of roots) {
+    for (let pid: number | undefined = root, hops = 0; pid !== undefined && pid > 1 && !out.has(pid) && hops < 64; hops++) {
+      out.add(pid);
+      pid = byPid.get(pid)?.ppid;
+    }
+  }
+  return out;
+}
+
 /** 10 s in clock ticks (USER_HZ 100): how young a process is while its spawn may be unrecorded. */
 const YOUNG_TICKS = 1000;
 
@@ -172,10 +197,12 @@ export class DuplicateHunter {
     // Which key is leased to which of our running bots (and its instance): the shared-key rule.
     const leasedKeys = new Map<string, { account: Account; instance: string | null }>();
     if (this.keys) for (const b of this.supervisor.all()) if (b.keyId !== null && b.live) leasedKeys.set(b.keyId, { account: b.account, instance: b.live.instanceId });
+    // Other botwarden daemons on this machine (and what started them) hold the keys too.
+    const infra = leasedKeys.size > 0 ? botwardenInfra(procs) : new Set<number>();
     for (const p of procs) {
       // A registered bot is its account's own by definition: no classification needed.
       if (this.ancestors.has(p.pid) || this.isRegistered(p) || helpers.includes(p.pid)) continue;
-      for (const { account, by } of [...this.accountsOf(p), ...this.keyDuplicates(p, leasedKeys, byPid)]) {
+      for (const { account, by } of [...this.accountsOf(p), ...(infra.has(p.pid) ? [] : this.keyDuplicates(p, leasedKeys, byPid))]) {
         if (this.isOwn(p, byPid)) continue;
         // Another daemon's bot under its live lease (PostgreSQL mode, two daemons on one machine).
         // A process seconds old may be another daemon's bot whose spawn is not recorded yet.
@@ -243,15 +270,20 @@ export class DuplicateHunter {
     const values = this.keys?.valuesOf(keyId) ?? [];
     if (values.length === 0) return [];
     const helpers = new Set(this.helpers());
-    const out: Holder[] = [];
+    const all: { pid: number; ppid: number; cmdline: string; startTicks: number; comm: string }[] = [];
     for (const pid of listPids()) {
-      if (pid === process.pid || this.ancestors.has(pid) || helpers.has(pid)) continue;
       const st = readStat(pid);
-      if (!st || st.state === 'Z' || SHELLS.has(st.comm)) continue;
-      const env = readProcText(`/proc/${pid}/environ`);
+      if (!st || st.state === 'Z') continue;
+      all.push({ pid, ppid: st.ppid, startTicks: st.startTicks, comm: st.comm, cmdline: (readProcText(`/proc/${pid}/cmdline`) ?? st.comm).split('\0').join(' ').trim() });
+    }
+    const infra = botwardenInfra(all);
+    const out: Holder[] = [];
+    for (const p of all) {
+      if (p.pid === process.pid || this.ancestors.has(p.pid) || helpers.has(p.pid) || infra.has(p.pid) || SHELLS.has(p.comm)) continue;
+      const env = readProcText(`/proc/${p.pid}/environ`);
       if (env === null || !values.some((v) => env.includes(v))) continue;
       if (ownInstance !== null && env.includes(`BOTWARDEN_INSTANCE=${ownInstance}\0`)) continue;
-      out.push({ pid, startTicks: st.startTicks, cmdline: sanitizeLine((readProcText(`/proc/${pid}/cmdline`) ?? st.comm).split('\0').join(' ').trim(), this.secrets()) });
+      out.push({ pid: p.pid, startTicks: p.startTicks, cmdline: sanitizeLine(p.cmdline, this.secrets()) });
     }
     return out;
   }

@@ -3,7 +3,7 @@
  * sampler process, and daemons run as real processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -153,12 +153,16 @@ export interface DaemonProc {
 
 /** A daemon as a real process on `dataDir`; resolves once it serves. */
 export async function startDaemonProc(dataDir: string, configFile: string, env: NodeJS.ProcessEnv): Promise<DaemonProc> {
+  // CHAOS_LOGDIR=<dir>: each daemon's log (info) in a file there, for a failure's story.
+  const logDir = process.env.CHAOS_LOGDIR;
+  const out = logDir ? openSync(path.join(logDir, `${path.basename(dataDir)}.log`), 'a') : 'ignore';
   const child = spawn(process.execPath, [CLI, 'daemon', '--data-dir', dataDir, '--config', configFile, '--listen', '127.0.0.1:0'], {
-    env: { ...process.env, ...env, BOTWARDEN_TOKEN: '', BOTWARDEN_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env, BOTWARDEN_TOKEN: '', BOTWARDEN_LOG_LEVEL: logDir ? 'info' : 'warn' },
+    stdio: ['ignore', out, 'pipe'],
   });
+  if (typeof out === 'number') closeSync(out);
   const d: DaemonProc = { child, stderr: '', url: '', token: '', dataDir };
-  child.stderr.on('data', (c: Buffer) => (d.stderr = (d.stderr + c.toString()).slice(-20_000)));
+  child.stderr!.on('data', (c: Buffer) => (d.stderr = (d.stderr + c.toString()).slice(-20_000)));
   const until = performance.now() + 30_000;
   for (;;) {
     const info = path.join(dataDir, 'daemon.json');

@@ -231,6 +231,13 @@ export async function pgChaosWalk(o: { seed: number; steps: number; log?: (line:
       const what = await choose().run();
       steps.push(what);
       log(`${i + 1} ${what}`);
+      // A daemon that died by itself (not by a step's SIGKILL) is a failure of its own.
+      for (const [j, d] of daemons.entries()) {
+        if (d && (d.child.exitCode !== null || d.child.signalCode !== null)) {
+          violations.push(`step ${steps.length}: ${names[j]} died by itself (${d.child.exitCode ?? d.child.signalCode}): ${d.stderr.slice(-3000)}`);
+        }
+      }
+      if (violations.length > 0) break;
       await checkVisible();
       if (violations.length > 0) break;
     }
