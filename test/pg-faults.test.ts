@@ -375,4 +375,27 @@ describe('daemon processes in PostgreSQL mode under faults (issue 20)', () => {
       await start;
     }
   });
+
+  it('connections reset while transactions are in flight never crash the daemon (an unhandled client error: found by the PostgreSQL chaos walk, seed 7777)', async () => {
+    const px = await proxy();
+    const d1 = tmpDir();
+    const laptop = spawnDaemon(d1, cfg(d1, 'laptop', { pgr1: bot, pgr2: bot, pgr3: bot }), [], { PGT_URL: db.url(px.port) });
+    const lc = await connectTo(d1, laptop.pid);
+    for (let round = 0; round < 6; round++) {
+      // Round trips 80 ms late, so starts and stops sit inside their transactions when the reset comes.
+      px.delayMs = 80;
+      px.set('delay');
+      const calls = ['pgr1', 'pgr2', 'pgr3'].map((a) => lc.req('POST', `/bots/${a}/${round % 2 === 0 ? 'start' : 'stop'}`).catch(() => null));
+      await sleep(120 + round * 30);
+      px.set('reset');
+      await sleep(150);
+      px.set('pass');
+      await Promise.all(calls);
+      expect(laptop.child.exitCode, laptop.stderr()).toBeNull();
+    }
+    await sleep(500);
+    expect(laptop.child.exitCode, laptop.stderr()).toBeNull();
+    expect((await lc.req('GET', '/health')).status).toBeGreaterThan(0);
+    for (const a of ['pgr1', 'pgr2', 'pgr3']) await lc.req('POST', `/bots/${a}/stop`).catch(() => null);
+  });
 });

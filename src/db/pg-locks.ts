@@ -169,6 +169,11 @@ export class PgLockBackend implements LockBackend {
       application_name: `botwarden ${o.name}`,
     });
     this.pool.on('error', (err) => this.fail(err));
+    // A connection reset while a client is checked out (inside a transaction) is emitted on that
+    // client, where the pool listens no more: without a listener of its own it would crash the
+    // daemon (the PostgreSQL chaos walk found this: seed 7777, a reset partition). The query under
+    // way fails on its own and is handled where it was made.
+    this.pool.on('connect', (client) => client.on('error', (err) => this.fail(err)));
   }
 
   /** Starts renewing and watching fence deadlines; never throws (a down database shows in /health). */
