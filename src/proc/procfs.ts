@@ -15,6 +15,9 @@ export interface ProcStat {
   pgid: number;
   sid: number;
   startTicks: number;
+  /** utime + stime in clock ticks, and resident pages (fields 14, 15, 24): a tree's usage (SPEC 16). */
+  cpuTicks: number;
+  rssPages: number;
 }
 
 // One shared buffer and plain open/read/close: readFileSync's fstat and allocations
@@ -85,6 +88,8 @@ export function parseStat(text: string): ProcStat | null {
     pgid: Number(f[2]),
     sid: Number(f[3]),
     startTicks,
+    cpuTicks: Number(f[11]) + Number(f[12]),
+    rssPages: Number(f[21]),
   };
 }
 

@@ -111,6 +111,7 @@ export class BotController extends BotMachine {
     const b = this.output.breaker;
     const nonceErrors = { inWindow: b.inWindow(), total: b.total };
     const w = this.watcher;
+    w?.refresh();
     return { account: id, name, broker, brokerUsername, configured: this.configured, state: this.current, pid: p?.pid ?? null, instanceId: p?.instanceId ?? null, startedAt: p?.startedAt ?? null,
       restarts: this.restarts, keyId: this.lease.keyId, lastExit: this.lastExit, nonceErrors, lock: this.lease.facts(p ?? this.remains),
       status: w?.status ?? null, rssBytes: w?.rssBytes ?? null, cpuPercent: w?.cpuPercent === null || w === null ? null : Math.round(w.cpuPercent * 10) / 10,

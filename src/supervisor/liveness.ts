@@ -70,7 +70,9 @@ export class LivenessWatch {
   private tickMs(): number {
     const c = this.cfg;
     const spans = [c.silenceMs, c.heartbeatFile !== undefined ? c.staleMs : undefined, c.watchdogMs].filter((x): x is number => x !== undefined);
-    return Math.max(50, Math.min(1000, ...spans.map((s) => s / 4)));
+    // A tenth of the shortest span, between 50 ms and 30 s: 1,000 bots with a 5-minute silence
+    // check wake up 33 times a second, not 1,000.
+    return Math.max(50, Math.min(30_000, ...spans.map((s) => s / 10)));
   }
 
   private schedule(): void {

@@ -4,7 +4,6 @@
  * between two samples. `LimitWatch` says when a limit has held for `forMs`.
  */
 import { instanceProcesses } from '../proc/procfs.js';
-import { readProcText } from '../proc/procfs.js';
 import type { Account } from '../config/schema.js';
 
 /** USER_HZ and the page size of every Linux this runs on (x86-64, arm64 with 4 KiB pages). */
@@ -20,13 +19,10 @@ export interface TreeUsage {
 export function treeUsage(inst: { instanceId: string; pgid: number; startTicks: number | null }): TreeUsage {
   let rss = 0;
   let ticks = 0;
+  // Each member comes back freshly read (its stat holds utime, stime and rss): no second read.
   for (const p of instanceProcesses({ id: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks })) {
-    const text = readProcText(`/proc/${p.pid}/stat`, 'latin1');
-    if (text === null) continue;
-    // Field N is f[N - 3] after the ')' that ends comm: utime 14, stime 15, rss 24.
-    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(f[11]) + Number(f[12]);
-    rss += Number(f[21]) * PAGE;
+    ticks += p.cpuTicks || 0;
+    rss += (p.rssPages || 0) * PAGE;
   }
   return { rssBytes: rss, cpuSeconds: ticks / HZ };
 }
