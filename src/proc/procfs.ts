@@ -216,9 +216,9 @@ const SNAPSHOT_MS = 100;
 let snap: { at: number; mark: PidMark | null; list: ProcStat[]; byPid: Map<number, ProcStat>; ix: PassIndex } | null = null;
 const markers = new Map<string, string | null>();
 
-function snapshot(): PassIndex {
+function snapshot(maxAgeMs = SNAPSHOT_MS): PassIndex {
   const now = performance.now();
-  if (snap && now - snap.at < SNAPSHOT_MS) return snap.ix;
+  if (snap && now - snap.at < maxAgeMs) return snap.ix;
   const mark = pidMark(now);
   const prev = snap;
   if (prev && mark && prev.mark?.last === mark.last && now - prev.mark.at <= PID_MARK_TRUST_MS) {
@@ -337,10 +337,11 @@ function push<K>(m: Map<K, ProcStat[]>, k: K, st: ProcStat): void {
  * born in those last milliseconds could be missed, and the duplicate hunter
  * finds it (its instance marker belongs to no live bot).
  */
-export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }, o: { fresh?: boolean } = {}): ProcStat[] {
-  // A verdict ("the tree is gone") needs a pass that lists every process there is now.
+export function instanceProcesses(inst: { id: string; pgid: number; startTicks: number | null }, o: { fresh?: boolean; maxAgeMs?: number } = {}): ProcStat[] {
+  // A verdict ("the tree is gone") needs a pass that lists every process there is now; a usage
+  // sample (maxAgeMs) may use an older one (a member born since is counted at the next sample).
   if (o.fresh) revalidate();
-  const ix = snapshot();
+  const ix = snapshot(o.fresh ? SNAPSHOT_MS : (o.maxAgeMs ?? SNAPSHOT_MS));
   const from = inst.startTicks ?? 0;
   const out: ProcStat[] = [];
   const seen = new Set<number>();

@@ -20,7 +20,9 @@ export function treeUsage(inst: { instanceId: string; pgid: number; startTicks: 
   let rss = 0;
   let ticks = 0;
   // Each member comes back freshly read (its stat holds utime, stime and rss): no second read.
-  for (const p of instanceProcesses({ id: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks })) {
+  // A pass up to 5 s old finds the members (each is re-read now): sampling 1,000 bots must not list
+  // /proc for each one whenever some process was created in the last 100 ms.
+  for (const p of instanceProcesses({ id: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks }, { maxAgeMs: 5000 })) {
     ticks += p.cpuTicks || 0;
     rss += (p.rssPages || 0) * PAGE;
   }
