@@ -21,8 +21,12 @@ export function treeUsage(inst: { instanceId: string; pgid: number; startTicks: 
   let ticks = 0;
   // Each member comes back freshly read (its stat holds utime, stime and rss): no second read.
   // A pass up to 5 s old finds the members (each is re-read now): sampling 1,000 bots must not list
-  // /proc for each one whenever some process was created in the last 100 ms.
-  for (const p of instanceProcesses({ id: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks }, { maxAgeMs: 5000 })) {
+  // /proc for each one whenever some process was created in the last 100 ms. A bot younger than
+  // that pass (its leader not in it) is looked up on a current one.
+  const ident = { id: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks };
+  let members = instanceProcesses(ident, { maxAgeMs: 5000 });
+  if (!members.some((p) => p.pid === inst.pgid)) members = instanceProcesses(ident);
+  for (const p of members) {
     ticks += p.cpuTicks || 0;
     rss += (p.rssPages || 0) * PAGE;
   }
