@@ -2,6 +2,7 @@
 import { benchAdopt } from './adopt.mjs';
 import { benchCore } from './core.mjs';
 import { benchHunter } from './hunter.mjs';
+import { benchKeyScan } from './keyscan.mjs';
 import { benchScan } from './scan.mjs';
 import { benchLivenessCost, benchScale } from './scale.mjs';
 import { benchPg } from './pg.mjs';
@@ -13,6 +14,7 @@ const suites = [
   ['core: start, stop, racing starts', benchCore],
   ['adoption: restart with 50 live bots, crash cycles', benchAdopt],
   ['hunter: duplicate detection and scan cost', benchHunter],
+  ['hunter: the shared-key rule at 1,000 processes', benchKeyScan],
   ['scan: nonce patterns on bot output', benchScan],
   ['scale: 1,000 bots, 50 heartbeat bots', benchScale],
   ['liveness and limits: their idle cost at 1,000 bots', benchLivenessCost],
