@@ -9,11 +9,13 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { fixture, FIXTURES, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, tmpDir, waitFor, type TestDaemon } from './helper.js';
+import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
 const daemons: TestDaemon[] = [];
 const servers: http.Server[] = [];
 afterEach(async () => {
   for (const d of daemons.splice(0)) await d.close();
+  killDaemons();
   for (const s of servers.splice(0)) await new Promise((r) => s.close(r));
   await waitFor(() => taggedProcesses().length === 0, { timeoutMs: 3000, what: 'bots gone' }).catch(() => undefined);
   expect(sweepLeftovers()).toEqual([]);
@@ -123,6 +125,39 @@ describe('liveness', () => {
     await newPid(d, 'lvn', s.body.pid as number);
     expect(events(d, ['bot.unresponsive'], 'lvn')[0]).toMatchObject({ check: 'watchdog', action: 'restart' });
   });
+});
+
+describe('liveness across a daemon restart', () => {
+  it('an adopted sd_notify bot is not taken for a bot that never said READY=1: it keeps running, its WATCHDOG=1 reaches the new daemon', async () => {
+    const dir = tmpDir();
+    const file = writeConfig(dir, {
+      accounts: {
+        lvad: {
+          command: ['python3', path.join(FIXTURES, 'notify-bot.py')],
+          startMs: 60_000,
+          env: { NB_READY_AFTER: '0.1' },
+          stop: { graceMs: 300 },
+          liveness: { graceMs: 300, notify: true, watchdogMs: 500, action: 'restart' },
+        },
+      },
+    });
+    const d1 = spawnDaemon(dir, file);
+    let c = await connectTo(dir, d1.pid);
+    const s = await c.req('POST', '/bots/lvad/start');
+    await waitFor(async () => (await c.req('GET', '/bots/lvad')).body.state === 'running', { timeoutMs: 5000, what: 'running on READY=1' });
+    d1.child.kill('SIGKILL');
+    await d1.exited;
+    const d2 = spawnDaemon(dir, file);
+    c = await connectTo(dir, d2.pid);
+    // Past the grace and two watchdog periods: still the same process, never restarted.
+    await new Promise((r) => setTimeout(r, 1500));
+    const b = (await c.req('GET', '/bots/lvad')).body;
+    expect(b, JSON.stringify(b)).toMatchObject({ state: 'running', pid: s.body.pid });
+    expect(b.status).toBe('State: RUNNING.');
+    await c.req('POST', '/bots/lvad/stop');
+    d2.child.kill('SIGTERM');
+    await d2.exited;
+  }, 20_000);
 });
 
 describe('limits', () => {

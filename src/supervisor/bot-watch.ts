@@ -89,7 +89,8 @@ export class BotWatch {
     return this.notify !== null;
   }
 
-  start(inst: WatchedInstance, startedAtMs: number): void {
+  /** `adopted`: a bot found running by this daemon: its READY=1 went to the one before. */
+  start(inst: WatchedInstance, startedAtMs: number, adopted = false): void {
     if (this.closed) return;
     this.inst = inst;
     const a = this.account;
@@ -98,6 +99,8 @@ export class BotWatch {
         lastOutputAt: () => this.hooks.lastOutputAt(),
         unresponsive: (check, lastSeen) => this.hooks.unresponsive(check, lastSeen),
       });
+      // Ready already (it said so to the last daemon); its next WATCHDOG=1 is due within watchdogMs.
+      if (adopted) this.liveness.notified({ ready: true, watchdog: true, status: null, stopping: false });
       this.liveness.start();
     }
     if (a.limits) {

@@ -141,7 +141,7 @@ export class BotController extends BotMachine {
     await this.lease.attach({ instanceId: inst.instanceId, pid: inst.pid, startTicks: inst.startTicks });
     this.proc = inst;
     this.output.follow(inst.logPath);
-    this.startWatch(this.newWatch(), inst);
+    this.startWatch(this.newWatch(), inst, true);
     this.changeState('running', { pid: inst.pid, instanceId: inst.instanceId, adopted: true });
     this.deps.events.emit('bot.adopted', { account: this.id, pid: inst.pid, instanceId: inst.instanceId });
     this.watch(inst, false);
@@ -414,10 +414,10 @@ export class BotController extends BotMachine {
     return w;
   }
 
-  private startWatch(w: BotWatch, inst: LiveInstance): void {
+  private startWatch(w: BotWatch, inst: LiveInstance, adopted = false): void {
     this.stopWatch();
     this.watcher = w;
-    w.start({ instanceId: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks }, this.deps.clock.now());
+    w.start({ instanceId: inst.instanceId, pgid: inst.pgid, startTicks: inst.startTicks }, this.deps.clock.now(), adopted);
   }
 
   private stopWatch(): void {
