@@ -2,6 +2,8 @@
  * Strict input, a seeded fuzz barrage against a real daemon, and health figures
  * that mean what they say.
  */
+// mulberry32, seeded: a failing barrage replays from its seed.
+import { prng } from './chaos/common.js';
 import http from 'node:http';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -78,22 +80,11 @@ describe('strict input: what the daemon does not understand, it refuses', () => 
   });
 });
 
-/** mulberry32: a small seeded generator, so a failing barrage can be replayed from its seed. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('fuzz', () => {
   it('a few thousand malformed requests: no 5xx, no state change, and a bot still starts afterwards', async () => {
     const seed = Number(process.env.FUZZ_SEED ?? 20261123);
-    const rand = rng(seed);
+    const rand = prng(seed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     d = await startTestDaemon(makeConfig({ accounts, daemon: { healthIntervalMs: 60_000 } }));
     const snapshot = async () => {

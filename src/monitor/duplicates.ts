@@ -46,6 +46,8 @@ export function botwardenInfra(procs: Iterable<{ pid: number; ppid: number; cmdl
   return out;
 }
 
+const NO_KEY_DUPLICATES: readonly { account: Account; by: 'key' }[] = [];
+
 /** 10 s in clock ticks (USER_HZ 100): how young a process is while its spawn may be unrecorded. */
 const YOUNG_TICKS = 1000;
 
@@ -202,7 +204,9 @@ export class DuplicateHunter {
     for (const p of procs) {
       // A registered bot is its account's own by definition: no classification needed.
       if (this.ancestors.has(p.pid) || this.isRegistered(p) || helpers.includes(p.pid)) continue;
-      for (const { account, by } of [...this.accountsOf(p), ...(infra.has(p.pid) ? [] : this.keyDuplicates(p, leasedKeys, byPid))]) {
+      // No allocation for the common case (no process holds a leased key): the scan's hot path.
+      const byKey = leasedKeys.size === 0 || infra.has(p.pid) ? NO_KEY_DUPLICATES : this.keyDuplicates(p, leasedKeys, byPid);
+      for (const { account, by } of byKey.length === 0 ? this.accountsOf(p) : [...this.accountsOf(p), ...byKey]) {
         if (this.isOwn(p, byPid)) continue;
         // Another daemon's bot under its live lease (PostgreSQL mode, two daemons on one machine).
         // A process seconds old may be another daemon's bot whose spawn is not recorded yet.
@@ -238,15 +242,15 @@ export class DuplicateHunter {
    * environment. It is a duplicate of the account the key is leased to, at every scan. Shells (an
    * operator's terminal with the key exported) never make API calls and are left alone.
    */
-  private keyDuplicates(p: ProcInfo, leased: Map<string, { account: Account; instance: string | null }>, procs: () => Map<number, ProcInfo>): { account: Account; by: 'key' }[] {
-    if (leased.size === 0 || SHELLS.has(p.comm)) return [];
-    const out: { account: Account; by: 'key' }[] = [];
+  private keyDuplicates(p: ProcInfo, leased: Map<string, { account: Account; instance: string | null }>, procs: () => Map<number, ProcInfo>): readonly { account: Account; by: 'key' }[] {
+    if (leased.size === 0 || SHELLS.has(p.comm)) return NO_KEY_DUPLICATES;
+    let out: readonly { account: Account; by: 'key' }[] = NO_KEY_DUPLICATES;
     for (const keyId of this.keyHits(p)) {
       const l = leased.get(keyId);
       if (!l || (p.instance !== null && p.instance === l.instance) || this.isOwn(p, procs)) continue;
       // A bot of another account is not a copy of this one (its own key is another).
       if (p.account !== null && p.account !== l.account.id) continue;
-      out.push({ account: l.account, by: 'key' });
+      out = [...out, { account: l.account, by: 'key' }];
     }
     return out;
   }
