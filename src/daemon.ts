@@ -167,12 +167,13 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       dotenv,
       keys,
       spawn: spawner.spawn,
+      scope: settings.scope,
       ...(pg ? { wrapCommand: pg.wrapCommand } : {}),
     });
     pg?.attach(supervisor, events);
     // This machine's clock against the exchanges' (SPEC 17): measured every checkIntervalMs and on a nonce error.
     const offsets = new ClockService(() => supervisor.currentConfig());
-    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock);
+    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock, settings.scope ?? null);
     hunter.spare(() => [spawner.pid, pg?.watchdogPid]);
     hunter.watchKeys(keys);
     // The clock is measured at once on a nonce error (rate-limited per exchange), so a trip finds it fresh.
@@ -300,7 +301,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
         events.emit('daemon.stopping', { mode: m });
         logger.info({ mode: m }, 'daemon stopping');
         for (const t of timers) clearInterval(t);
-        hunter.stop();
+        await hunter.close();
         await supervisor.shutdown(m);
         spawner.close();
         alerts.stop();

@@ -109,7 +109,7 @@ describe('system actors', () => {
 
   it('the hunter: duplicate.detected and duplicate.killed carry system:hunter', async () => {
     const d = await daemon({ daemon: { scanIntervalMs: 200 }, accounts: { au4: { command: fixture('bot.js'), startMs: 100, stop: { graceMs: 500 } } } });
-    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_')));
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_') || k === 'BOTWARDEN_SCOPE'));
     strays.push(spawn(process.execPath, [`${FIXTURES}bot.js`], { env: { ...clean, BW_TEST_TAG: TEST_TAG, BOTWARDEN_ACCOUNT: 'au4' }, stdio: 'ignore' }));
     const killed = await waitFor(() => d.events.history(0, 1000, { types: ['duplicate.killed'] })[0], { what: 'duplicate.killed', timeoutMs: 5000 });
     expect(killed).toMatchObject({ account: 'au4', actor: 'system:hunter' });
@@ -133,7 +133,7 @@ describe('botwarden audit', () => {
     await d.req('POST', '/bots/au6/stop', { token: TOKENS.AU_PHONE_TOKEN });
     await d.req('POST', '/bots/au6/stop');
     await d.req('POST', '/bots/au7/stop', { token: TOKENS.AU_CI_TOKEN });
-    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_'))), NO_COLOR: '1' };
+    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_') || k === 'BOTWARDEN_SCOPE')), NO_COLOR: '1' };
     const run = (args: string[]) =>
       new Promise<{ code: number; stdout: string }>((resolve) =>
         execFile(process.execPath, [CLI, '--data-dir', d.dataDir, ...args], { env, timeout: 20_000 }, (err, stdout) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout })),

@@ -14,7 +14,7 @@ afterEach(async () => {
 });
 beforeAll(() => expect(existsSync(CLI)).toBe(true));
 
-const cleanEnv = () => ({ ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_'))), NO_COLOR: '1' });
+const cleanEnv = () => ({ ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_') || k === 'BOTWARDEN_SCOPE')), NO_COLOR: '1' });
 
 function run(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -16,7 +16,7 @@ const uniq = () => `bw-dup-${Math.random().toString(36).slice(2, 10)}`;
 
 /** A copy of the bot started by hand, from "a stray shell": not by the daemon. */
 function handStart(args: string[], env: Record<string, string> = {}): ChildProcess {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_')));
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_') || k === 'BOTWARDEN_SCOPE'));
   const c = spawn(process.execPath, [`${FIXTURES}bot.js`, ...args], { env: { ...clean, BW_TEST_TAG: TEST_TAG, ...env }, stdio: 'ignore' });
   strays.push(c);
   return c;
@@ -46,7 +46,7 @@ describe('duplicate hunter', () => {
   });
 
   it('catches a copy by its BOTWARDEN_ACCOUNT marker without any match, and SIGKILLs one that ignores the signal', async () => {
-    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_')));
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_') || k === 'BOTWARDEN_SCOPE'));
     const copy = spawn(process.execPath, [`${FIXTURES}no-killable.js`], { env: { ...clean, BW_TEST_TAG: TEST_TAG, BOTWARDEN_ACCOUNT: 'envacct' }, stdio: ['ignore', 'pipe', 'ignore'] });
     strays.push(copy);
     // The copy ignores SIGTERM only once Node has booted and installed its handler: the hunter
@@ -57,6 +57,25 @@ describe('duplicate hunter', () => {
     const killed = await waitFor(() => d!.events.history(0, 100, { types: ['duplicate.killed'] })[0], { what: 'killed' });
     expect(killed).toMatchObject({ account: 'envacct', pid: copy.pid, forced: true });
     expect(d.events.history(0, 100, { types: ['duplicate.detected'] })[0]).toMatchObject({ by: 'env' });
+  });
+
+  it('hunts only its own BOTWARDEN_SCOPE: a copy of another scope, or of none, is not its business', async () => {
+    const scope = process.env.BOTWARDEN_SCOPE!;
+    expect(scope).toMatch(/^test-/); // test/setup-scope.ts
+    const other = handStart([], { BOTWARDEN_ACCOUNT: 'scoped', BOTWARDEN_SCOPE: `${scope}-other` });
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_')));
+    const none = spawn(process.execPath, [`${FIXTURES}bot.js`], { env: { ...clean, BW_TEST_TAG: TEST_TAG, BOTWARDEN_ACCOUNT: 'scoped' }, stdio: 'ignore' });
+    strays.push(none);
+    d = await startTestDaemon(makeConfig({ daemon: { scanIntervalMs: 100 }, accounts: { scoped: { command: fixture('bot.js'), stop: { graceMs: 300 } } } }));
+    const bot = (await d.req('POST', '/bots/scoped/start')).body;
+    expect(bot.state).toBe('starting');
+    await new Promise((r) => setTimeout(r, 500)); // several scans
+    expect(d.events.history(0, 100, { types: ['duplicate.'] })).toEqual([]);
+    expect(isAlive(other.pid!, null) && isAlive(none.pid!, null)).toBe(true);
+    // The same scope: a copy, found and ended.
+    const mine = handStart([], { BOTWARDEN_ACCOUNT: 'scoped' });
+    await exited(mine);
+    expect(d.events.history(0, 100, { types: ['duplicate.detected'] })).toMatchObject([{ account: 'scoped', pid: mine.pid, by: 'env' }]);
   });
 
   it.each([['0'], ['1']])('never flags the owned bot’s own children or setsid grandchildren (setsid=%s)', async (setsid) => {

@@ -97,7 +97,7 @@ describe('installed from its npm tarball into an empty prefix', () => {
     const dataDir = path.join(work, 'data');
     const somewhere = path.join(work, 'somewhere-else');
     mkdirSync(somewhere);
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_') && !k.toLowerCase().startsWith('npm_')));
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => (!k.startsWith('BOTWARDEN_') || k === 'BOTWARDEN_SCOPE') && !k.toLowerCase().startsWith('npm_')));
     const bin = path.join(prefix, 'node_modules', '.bin', Object.keys(pkg.bin)[0]!);
     let stderr = '';
     daemon = spawn(bin, ['daemon', '--config', cfg, '--data-dir', dataDir, '--listen', '127.0.0.1:0'], { cwd: somewhere, env: { ...env, BOTWARDEN_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'pipe'] });

@@ -85,7 +85,7 @@ describe('secrets from the .env file', () => {
     const envFile = path.join(dir, 'secrets.env');
     const { writeFileSync } = await import('node:fs');
     writeFileSync(envFile, `KRAKEN_API_KEY=from-file-key-1\nKRAKEN_API_SECRET=from-file-secret-1\nKRAKEN_API_KEY_2=from-file-key-2\nKRAKEN_API_SECRET_2=from-file-secret-2\n`, { mode: 0o600 });
-    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KRAKEN_') && !k.startsWith('BOTWARDEN_')));
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KRAKEN_') && !k.startsWith('BOTWARDEN_') || k === 'BOTWARDEN_SCOPE'));
     const d = await startTestDaemon(makeConfig({ keys, accounts: { a: { command: fixture('bot.js'), keys: pool(['k1']) }, b: { command: fixture('bot.js'), keys: pool(['k2']) } } }), {
       env: { ...clean, KRAKEN_API_KEY_2: 'from-real-env-key-2' },
       flags: { dataDir: dir, listen: '127.0.0.1:0', envFile },

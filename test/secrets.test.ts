@@ -28,7 +28,7 @@ afterEach(async () => {
 
 /** The real environment a daemon gets: this test's, without anything botwarden or key-like. */
 function realEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BOTWARDEN_') && !k.startsWith('KRAKEN_') && !k.startsWith('SEC_')));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => (!k.startsWith('BOTWARDEN_') || k === 'BOTWARDEN_SCOPE') && !k.startsWith('KRAKEN_') && !k.startsWith('SEC_')));
   return { ...env, ...extra };
 }
 
@@ -111,8 +111,8 @@ describe("a bot's environment (SPEC 15)", () => {
     for (const e of [envNamed, envPlain]) {
       expect(e.get('PATH')).toBe(process.env.PATH);
       expect(e.get('SEC_REAL_ONLY')).toBe('from-the-shell');
-      // ...minus every BOTWARDEN_* variable but the two the daemon sets...
-      expect([...e.keys()].filter((k) => k.startsWith('BOTWARDEN_')).sort()).toEqual(['BOTWARDEN_ACCOUNT', 'BOTWARDEN_INSTANCE']);
+      // ...minus every BOTWARDEN_* variable but those the daemon sets (the scope: every test file has one)...
+      expect([...e.keys()].filter((k) => k.startsWith('BOTWARDEN_')).sort()).toEqual(['BOTWARDEN_ACCOUNT', 'BOTWARDEN_INSTANCE', 'BOTWARDEN_SCOPE']);
       // ...and every key variable.
       expect(e.has('KRAKEN_API_KEY') || e.has('KRAKEN_API_SECRET')).toBe(false);
     }

@@ -24,6 +24,12 @@ export interface Settings {
   /** Listen flag/env, still to be merged with the file's daemon.listen. */
   listenOverride: string | undefined;
   leaveRunning: boolean | undefined;
+  /**
+   * BOTWARDEN_SCOPE: hunt only processes whose environment carries the same BOTWARDEN_SCOPE (and
+   * give it to every bot). For independent daemons on one machine that must not take each other's
+   * bots for copies, such as test runs. Unset (the default): every process on the machine is looked at.
+   */
+  scope: string | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -40,6 +46,7 @@ export function resolveSettings(flags: Flags, env: Env, cwd = process.cwd()): Se
     token: nonEmpty(env.BOTWARDEN_TOKEN),
     listenOverride: flags.listen ?? nonEmpty(env.BOTWARDEN_LISTEN),
     leaveRunning: flags.leaveRunning,
+    scope: nonEmpty(env.BOTWARDEN_SCOPE),
   };
 }
 

@@ -99,11 +99,13 @@ export class DuplicateHunter {
     private readonly secrets: () => readonly string[] = () => [],
     /** Scan period and kill grace run on this clock. */
     private readonly clock: Clock = realClock,
+    /** BOTWARDEN_SCOPE: only processes that carry it are looked at (independent daemons on one machine). */
+    private readonly scope: string | null = null,
   ) {
     // Re-read every scan: processes that look like bots, except the registered bots themselves
     // (their exits are watched elsewhere, and a registered bot is its account's own by definition).
     this.scanner = new ProcessScanner(
-      (p) => this.accountsOf(p).length > 0,
+      (p) => this.inScope(p) && this.accountsOf(p).length > 0,
       30,
       (p) => this.isRegistered(p),
     );
@@ -134,6 +136,13 @@ export class DuplicateHunter {
     this.generation++;
     this.timer?.cancel();
     this.timer = null;
+  }
+
+  /** Stops scanning and waits for the scan and kills under way (their events need the database). */
+  async close(): Promise<void> {
+    this.stop();
+    await this.scanning?.catch(() => undefined);
+    await Promise.allSettled([...this.killing.values()]);
   }
 
   /** Looks for leased key values in other processes' environments (SPEC 17). */
@@ -203,7 +212,7 @@ export class DuplicateHunter {
     const infra = leasedKeys.size > 0 ? botwardenInfra(procs) : new Set<number>();
     for (const p of procs) {
       // A registered bot is its account's own by definition: no classification needed.
-      if (this.ancestors.has(p.pid) || this.isRegistered(p) || helpers.includes(p.pid)) continue;
+      if (this.ancestors.has(p.pid) || this.isRegistered(p) || helpers.includes(p.pid) || !this.inScope(p)) continue;
       // No allocation for the common case (no process holds a leased key): the scan's hot path.
       const byKey = leasedKeys.size === 0 || infra.has(p.pid) ? NO_KEY_DUPLICATES : this.keyDuplicates(p, leasedKeys, byPid);
       for (const { account, by } of byKey.length === 0 ? this.accountsOf(p) : [...this.accountsOf(p), ...byKey]) {
@@ -286,6 +295,7 @@ export class DuplicateHunter {
       if (p.pid === process.pid || this.ancestors.has(p.pid) || helpers.has(p.pid) || infra.has(p.pid) || SHELLS.has(p.comm)) continue;
       const env = readProcText(`/proc/${p.pid}/environ`);
       if (env === null || !values.some((v) => env.includes(v))) continue;
+      if (this.scope !== null && !env.includes(`BOTWARDEN_SCOPE=${this.scope}\0`)) continue;
       if (ownInstance !== null && env.includes(`BOTWARDEN_INSTANCE=${ownInstance}\0`)) continue;
       out.push({ pid: p.pid, startTicks: p.startTicks, cmdline: sanitizeLine(p.cmdline, this.secrets()) });
     }
@@ -311,6 +321,10 @@ export class DuplicateHunter {
     for (const [id, re] of this.patterns) if (re.test(p.cmdline)) result.push({ account: accounts.get(id)!, by: 'match' });
     this.matched.set(p, { config: accounts, result });
     return result;
+  }
+
+  private inScope(p: ProcInfo): boolean {
+    return this.scope === null || p.scope === this.scope;
   }
 
   /** Is this exact process (pid + start time) a registered bot? O(1) on the scan's index. */

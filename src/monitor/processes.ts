@@ -13,7 +13,7 @@
  * every `fullEvery` scans anyway.
  */
 import { readFileSync } from 'node:fs';
-import { environValue, handedOutBetween, lastPid, lastPidWorks, listPids, readProcText, readStat, type PidMark, type ProcStat } from '../proc/procfs.js';
+import { environValues, handedOutBetween, lastPid, lastPidWorks, listPids, readProcText, readStat, type PidMark, type ProcStat } from '../proc/procfs.js';
 
 export interface ProcInfo extends ProcStat {
   /** argv joined with single spaces. */
@@ -21,6 +21,8 @@ export interface ProcInfo extends ProcStat {
   /** BOTWARDEN_ACCOUNT / BOTWARDEN_INSTANCE from the environment, when readable. */
   account: string | null;
   instance: string | null;
+  /** BOTWARDEN_SCOPE from the environment: a scoped daemon hunts only its own scope. */
+  scope: string | null;
 }
 
 export type Classifier = (p: ProcInfo) => boolean;
@@ -124,7 +126,7 @@ export class ProcessScanner {
         // An exec changes comm: a young process is re-read only then (or in its round-robin slot).
         const execd = info !== undefined && young && info.comm !== st.comm;
         const isNew = !info || info.startTicks !== st.startTicks;
-        const bare: ProcInfo | null = isNew ? { ...st, cmdline: '', account: null, instance: null } : null;
+        const bare: ProcInfo | null = isNew ? { ...st, cmdline: '', account: null, instance: null, scope: null } : null;
         if (bare && this.settled(bare)) {
           // A registered bot seen for the first time (a start burst): nobody needs its argv or
           // environment while it stays registered; they are read if it ever stops being.
@@ -137,7 +139,7 @@ export class ProcessScanner {
           // The environment is read once per process, and again only after an exec (argv changed).
           const same = info !== undefined && info.startTicks === st.startTicks && info.cmdline === cmdline;
           const env = same ? info! : readMarkers(pid);
-          info = { ...st, cmdline, account: env.account, instance: env.instance };
+          info = { ...st, cmdline, account: env.account, instance: env.instance, scope: env.scope };
         } else {
           const was = info!; // not new: known
           info = { ...was, ...st };
@@ -169,10 +171,11 @@ function readCmdline(pid: number): string | null {
   return argv.join(' ');
 }
 
-function readMarkers(pid: number): { account: string | null; instance: string | null } {
-  const account = environValue(pid, 'BOTWARDEN_ACCOUNT');
-  const instance = account === undefined ? undefined : environValue(pid, 'BOTWARDEN_INSTANCE');
-  return { account: account ?? null, instance: instance ?? null };
+const MARKERS = ['BOTWARDEN_ACCOUNT', 'BOTWARDEN_INSTANCE', 'BOTWARDEN_SCOPE'] as const;
+
+function readMarkers(pid: number): { account: string | null; instance: string | null; scope: string | null } {
+  const v = environValues(pid, MARKERS);
+  return { account: v?.BOTWARDEN_ACCOUNT ?? null, instance: v?.BOTWARDEN_INSTANCE ?? null, scope: v?.BOTWARDEN_SCOPE ?? null };
 }
 
 function uptimeTicks(hz: number): number {

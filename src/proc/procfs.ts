@@ -150,6 +150,27 @@ export function environValue(pid: number, name: string): string | null | undefin
   return null;
 }
 
+/** The values of a few variables from one read of the environment; undefined when unreadable. */
+export function environValues<K extends string>(pid: number, names: readonly K[]): Record<K, string | null> | undefined {
+  const len = readProcFile(`/proc/${pid}/environ`);
+  if (len < 0) return undefined;
+  const out = {} as Record<K, string | null>;
+  for (const name of names) out[name] = null;
+  const buf = BUF.subarray(0, len);
+  const needles = names.map((n) => Buffer.from(`${n}=`));
+  let at = 0;
+  while (at < buf.length) {
+    const end = buf.indexOf(0, at);
+    const stop = end < 0 ? buf.length : end;
+    for (let i = 0; i < needles.length; i++) {
+      const needle = needles[i]!;
+      if (stop - at >= needle.length && buf.compare(needle, 0, needle.length, at, at + needle.length) === 0) out[names[i]!] = buf.toString('utf8', at + needle.length, stop);
+    }
+    at = stop + 1;
+  }
+  return out;
+}
+
 /** The most recently handed-out pid (last field of /proc/loadavg, "running/total lastpid"); -1 if unknown. */
 export function lastPid(): number {
   const text = readProcText('/proc/loadavg', 'latin1');

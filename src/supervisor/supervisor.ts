@@ -37,6 +37,8 @@ export interface SupervisorDeps {
   nonceFacts?: NonceFacts;
   /** The kernel's OOM killer killed this pid (the daemon's kernel-log reader). */
   killedByOom?: (pid: number) => boolean;
+  /** BOTWARDEN_SCOPE, given to every bot: the daemon hunts only this scope (settings.scope). */
+  scope?: string | undefined;
   /** How bots are spawned: the daemon's spawner process; spawnBot (from this process) by default. */
   spawn?: SpawnFn;
 }
@@ -244,6 +246,7 @@ export class Supervisor {
     }
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(this.deps.env)) if (v !== undefined && !drop.has(k) && !k.startsWith('BOTWARDEN_')) env[k] = v;
+    if (this.deps.scope !== undefined) env.BOTWARDEN_SCOPE = this.deps.scope;
     return { env: Object.freeze(env), drop };
   }
 
