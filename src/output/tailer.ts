@@ -86,11 +86,14 @@ export class LogTailer {
       if (this.rotation.due(this.scanner) && !rotationFailed) rotationFailed = !this.rotation.rotate(this.scanner);
     });
     if (got === null) return;
-    if (got > 0) this.follower.sawOutput();
+    if (got > 0) {
+      this.follower.sawOutput();
+      return;
+    }
     // Nothing new: the file may have been truncated under us (on the shared timer this is
     // checked once the quiet spell sends the file back to inotify); a quiet file is let go of
     // until it has something new.
-    else if (!this.follower.active && this.scanner.release()) {
+    if (!this.follower.active && this.scanner.release()) {
       this.scanner.restart();
       this.readNew();
     }
