@@ -2,7 +2,7 @@ import { appendFileSync, readdirSync, readlinkSync, statSync, existsSync, readFi
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../src/clock.js';
-import { lastLines, LogTailer } from '../src/output/tailer.js';
+import { lastLines, LogTailer, TailerGroup } from '../src/output/tailer.js';
 import { tmpDir, waitFor } from './helper.js';
 
 const tailers: LogTailer[] = [];
@@ -12,7 +12,7 @@ afterEach(() => {
 
 function follow(file: string, opts: Partial<ConstructorParameters<typeof LogTailer>[2]> = {}) {
   const lines: string[] = [];
-  const t = new LogTailer(file, (l) => lines.push(l), { maxBytes: 1 << 20, files: 3, fromEnd: true, pollMs: 50, ...opts });
+  const t = new LogTailer(file, (l) => lines.push(l), { group: new TailerGroup(), maxBytes: 1 << 20, files: 3, fromEnd: true, pollMs: 50, ...opts });
   tailers.push(t);
   t.start();
   return { t, lines };
@@ -39,14 +39,19 @@ describe('log tailer', () => {
     expect(lines).toEqual(['EAPI:Invalid nonce', 'second']);
   });
 
-  it('starts over after truncation', async () => {
+  it('starts over after truncation, noticed once the file is back on inotify', async () => {
     const file = path.join(tmpDir(), 'a.log');
     writeFileSync(file, '');
-    const { lines } = follow(file);
+    const clock = new ManualClock();
+    const { lines } = follow(file, { group: new TailerGroup(clock) });
     appendFileSync(file, 'x'.repeat(100) + '\n');
     await waitFor(() => lines.length === 1);
     truncateSync(file, 0);
     appendFileSync(file, 'after\n');
+    // On the shared timer, a file shorter than what was read is only "nothing new".
+    await clock.run(2500, 250);
+    expect(lines).toEqual(['x'.repeat(100)]);
+    await clock.run(750, 250);
     await waitFor(() => lines.includes('after'), { what: 'line after truncation' });
   });
 
@@ -86,20 +91,27 @@ describe('log tailer', () => {
         return false;
       }
     }).length;
-    const { t, lines } = follow(file, { pollMs: 60_000, clock: new ManualClock(), quietMs: 600 });
+    const clock = new ManualClock();
+    const { t, lines } = follow(file, { pollMs: 60_000, group: new TailerGroup(clock), quietMs: 600 });
     expect(opened()).toBe(0); // a silent bot costs no descriptor
     appendFileSync(file, 'first\n');
     await waitFor(() => lines.length === 1, { what: 'first line (inotify)' });
     const reads = vi.spyOn(t, 'readNew');
-    // 20 lines over ~200 ms: one inotify wakeup each before; now a few reads on the 250 ms timer.
+    // 20 lines over ~200 ms: one inotify wakeup each before; now nothing until the 250 ms timer.
     for (let i = 0; i < 20; i++) {
       appendFileSync(file, `line ${i}\n`);
       await new Promise((r) => setTimeout(r, 10));
     }
-    await waitFor(() => lines.length === 21, { what: '20 more lines' });
-    expect(reads.mock.calls.length).toBeLessThanOrEqual(5);
+    expect(lines.length).toBe(1);
     expect(opened()).toBe(1); // one descriptor, kept between reads
-    await waitFor(() => opened() === 0, { what: 'back to inotify after a quiet spell', timeoutMs: 3000 });
+    clock.advance(250);
+    expect(lines.length).toBe(21);
+    expect(reads.mock.calls.length).toBe(1);
+    expect(opened()).toBe(1);
+    clock.advance(500);
+    expect(opened()).toBe(1); // quiet for 500 ms: still on the timer
+    clock.advance(250);
+    expect(opened()).toBe(0); // quiet for 750 ms (quietMs 600): back to inotify
     appendFileSync(file, 'after\n');
     await waitFor(() => lines.includes('after'), { what: 'a line after going back to inotify' });
     t.stop();
@@ -110,11 +122,12 @@ describe('log tailer', () => {
   it('polls 100 files on one shared timer, each once per period', async () => {
     const dir = tmpDir();
     const clock = new ManualClock();
+    const group = new TailerGroup(clock);
     const polled = new Map<string, number>();
     const ts = Array.from({ length: 100 }, (_, i) => {
       const file = path.join(dir, `${i}.log`);
       writeFileSync(file, '');
-      const { t } = follow(file, { pollMs: 30_000, clock });
+      const { t } = follow(file, { pollMs: 30_000, group });
       vi.spyOn(t, 'readNew').mockImplementation(() => void polled.set(file, (polled.get(file) ?? 0) + 1));
       return t;
     });

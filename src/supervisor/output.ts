@@ -9,12 +9,14 @@ import type { Clock } from '../clock.js';
 import type { Account } from '../config/schema.js';
 import type { EventStore } from '../events/store.js';
 import { sanitizeLine } from '../output/patterns.js';
-import { LogTailer } from '../output/tailer.js';
+import { LogTailer, type TailerGroup } from '../output/tailer.js';
 import { NonceBreaker } from './breaker.js';
 
 export interface OutputDeps {
   events: EventStore;
   logRotation: { maxBytes: number; files: number };
+  /** The timers and read buffer every bot's tailer shares. */
+  tailers: TailerGroup;
   secretValues: () => readonly string[];
   countNonceError: (keyId: string) => void;
   /** Every complete output line of the bot (the duplicate-suspect scanner hooks in here). */
@@ -51,7 +53,7 @@ export class BotOutput {
       ...this.d.logRotation,
       fromEnd: from === undefined,
       ...(from !== undefined ? { fromOffset: from } : {}),
-      clock: this.clock,
+      group: this.d.tailers,
       onError: (what, err) => this.log.warn({ err }, what),
     });
     this.tailer.start();

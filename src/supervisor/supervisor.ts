@@ -10,6 +10,7 @@ import type { Registry } from '../db/registry.js';
 import { Errors } from '../errors.js';
 import type { EventStore } from '../events/store.js';
 import type { KeyPool } from '../keys/pool.js';
+import { TailerGroup } from '../output/tailer.js';
 import { BotController, type BotView } from './bot.js';
 import { unconfiguredAccount } from './unconfigured.js';
 import { isStaleLock } from './lease.js';
@@ -53,6 +54,12 @@ export class Supervisor {
   private config: Config;
   private shuttingDown = false;
   private envFor: { config: Config; env: Readonly<Record<string, string>>; drop: Set<string>; perAccount: Map<string, Readonly<Record<string, string>>> } | null = null;
+  /**
+   * Every bot's log tailer shares its timers and read buffer with the others. Its timers run on
+   * real time, not the daemon clock: they bound how late a line is read, they decide nothing, and
+   * a test driving the daemon clock must still see every line a bot prints.
+   */
+  private readonly tailers = new TailerGroup();
 
   constructor(
     config: Config,
@@ -266,6 +273,7 @@ export class Supervisor {
       wrapCommand: d.wrapCommand ?? ((c) => c),
       spawn: d.spawn ?? spawnBot,
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
+      tailers: this.tailers,
       baseEnv: () => this.baseEnv(id),
       beforeStart: (account) => this.startGuard(account),
       ...(d.killedByOom ? { killedByOom: d.killedByOom } : {}),
