@@ -67,6 +67,25 @@ describe('scanner', () => {
     expect(lines.slice(3)).toEqual(['z']);
   });
 
+  it('an endless line is cut after the complete lines before it, in order', () => {
+    const file = path.join(tmpDir(), 'a.log');
+    writeFileSync(file, '');
+    const { s, lines } = scanner(file);
+    appendFileSync(file, 'a\n' + 'w'.repeat(70_000));
+    s.read(1 << 20, () => {});
+    expect(lines.map((l) => l.slice(0, 3))).toEqual(['a', 'www']);
+  });
+
+  it('a multi-byte character cut between two pieces comes out whole', () => {
+    const file = path.join(tmpDir(), 'a.log');
+    writeFileSync(file, '');
+    const { s, lines } = scanner(file, 16);
+    // 15 ASCII bytes, then "€" (3 bytes): the first 16-byte piece ends inside it.
+    appendFileSync(file, 'p'.repeat(15) + '€ nonce\n');
+    s.read(1 << 20, () => {});
+    expect(lines).toEqual(['p'.repeat(15) + '€ nonce']);
+  });
+
   it('a file truncated by another process: release says so, and the scan starts over without the old partial line', () => {
     const file = path.join(tmpDir(), 'a.log');
     writeFileSync(file, '');

@@ -4,6 +4,7 @@
  * callback. Also `lastLines`, the tail of a file for the API and alerts.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { StringDecoder } from 'node:string_decoder';
 
 const MAX_LINE = 64 * 1024;
 /** The largest piece one read() takes (the size of the shared read buffer). */
@@ -13,6 +14,8 @@ export class LineScanner {
   /** Bytes of the file read and scanned so far. */
   offset = 0;
   private partial = '';
+  /** A multi-byte character cut by a piece's end is completed by the next piece, not garbled. */
+  private decoder = new StringDecoder('utf8');
   /** Held open while the bot writes (see read). */
   private fd: number | null = null;
 
@@ -78,6 +81,7 @@ export class LineScanner {
   restart(): void {
     this.offset = 0;
     this.partial = '';
+    this.decoder = new StringDecoder('utf8');
   }
 
   close(): void {
@@ -97,7 +101,7 @@ export class LineScanner {
     if (n <= 0) return n;
     copy?.(this.buf.subarray(0, n));
     this.offset += n;
-    this.consume(this.buf.toString('utf8', 0, n));
+    this.consume(this.decoder.write(this.buf.subarray(0, n)));
     return n;
   }
 
@@ -115,11 +119,12 @@ export class LineScanner {
   private consume(text: string): void {
     const parts = (this.partial + text).split('\n');
     this.partial = parts.pop() ?? '';
+    for (const line of parts) this.emit(line.endsWith('\r') ? line.slice(0, -1) : line);
+    // An endless line is cut at MAX_LINE, after the complete lines before it (order kept).
     if (this.partial.length > MAX_LINE) {
       this.emit(this.partial);
       this.partial = '';
     }
-    for (const line of parts) this.emit(line.endsWith('\r') ? line.slice(0, -1) : line);
   }
 
   private emit(line: string): void {
