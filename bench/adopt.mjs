@@ -4,7 +4,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { openStatHandle } from '../dist/proc/procfs.js';
+import { openStatHandle } from '../dist/host/procfs.js';
 import { crashCycles, killTagged, liveBots } from './crash.mjs';
 import { fmt, ROOT, stats, tmp } from './lib.mjs';
 

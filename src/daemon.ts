@@ -31,15 +31,17 @@ import { AlertOutbox } from './db/alerts.js';
 import { Metrics } from './metrics/metrics.js';
 import { DiskWatcher } from './monitor/disk.js';
 import { KeyPool } from './keys/pool.js';
-import { OomLog } from './proc/kmsg.js';
+import { OomLog } from './host/kmsg.js';
 import { brokerOf, ClockService } from './monitor/clock.js';
 import type { NonceFacts } from './supervisor/types.js';
 import { SecretMask } from './output/patterns.js';
 import { SuspectScanner } from './monitor/suspects.js';
 import type { PgMode } from './pg-mode.js';
 import { CommitGroup } from './db/group.js';
-import { ExitPoller, reconcile } from './supervisor/reconcile.js';
-import { Spawner } from './supervisor/spawner.js';
+import { reconcile } from './supervisor/reconcile.js';
+import { ExitPoller } from './host/exit-poller.js';
+import { LinuxHost } from './host/host.js';
+import { Spawner } from './host/spawner-client.js';
 import { Supervisor } from './supervisor/supervisor.js';
 import { ensureToken } from './token.js';
 import { VERSION } from './version.js';
@@ -139,6 +141,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     // The kernel log tells an OOM kill from another SIGKILL (lastExit.cause); unreadable: never `oom`.
     const oom = new OomLog();
     oom.open();
+    const host = new LinuxHost(clock, { spawn: spawner.spawn, exits, oom });
     // What a nonce trip's diagnosis asks (SPEC 17): the clock offset, the processes holding the key.
     const nonceFacts: NonceFacts = {
       offset: async (broker) => {
@@ -151,9 +154,11 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       holders: (keyId, own) => hunter.keyHolders(keyId, own),
       duplicatesFound: () => hunter.scanNow(),
     };
-    const supervisor = new Supervisor(config, {
+    const supervisor: Supervisor = new Supervisor(config, {
       nonceFacts,
-      killedByOom: (pid) => oom.killedByOom(pid),
+      host,
+      // The duplicate hunter is made below (it needs the supervisor): the gate forwards to it.
+      gate: { clearBeforeStart: (account): Promise<void> => hunter.clearBeforeStart(account) },
       registry,
       events,
       locks,
@@ -166,14 +171,13 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       env: withoutTokenVariables(env, config),
       dotenv,
       keys,
-      spawn: spawner.spawn,
       scope: settings.scope,
       ...(pg ? { wrapCommand: pg.wrapCommand } : {}),
     });
     pg?.attach(supervisor, events);
     // This machine's clock against the exchanges' (SPEC 17): measured every checkIntervalMs and on a nonce error.
     const offsets = new ClockService(() => supervisor.currentConfig());
-    const hunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock, settings.scope ?? null);
+    const hunter: DuplicateHunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock, settings.scope ?? null);
     hunter.spare(() => [spawner.pid, pg?.watchdogPid]);
     hunter.watchKeys(keys);
     // The clock is measured at once on a nonce error (rate-limited per exchange), so a trip finds it fresh.
@@ -215,13 +219,12 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
       ],
     });
 
-    supervisor.setStartGuard((account) => hunter.clearBeforeStart(account));
     const suspects = new SuspectScanner(events, () => keys.secretValues());
     supervisor.onLine((account, line) => suspects.onLine(account, line));
 
     events.prune(config.daemon.events);
     const r0 = performance.now();
-    await reconcile({ supervisor, registry, locks, events, logger, exits });
+    await reconcile({ supervisor, registry, locks, events, logger, clock });
     const reconcileMs = performance.now() - r0;
 
     // Synchronous from reading to applying, so two reloads can never interleave.

@@ -20,7 +20,7 @@ import type { EventStore } from './events/store.js';
 import type { Check } from './monitor/health.js';
 import type { BotController } from './supervisor/bot.js';
 import type { Supervisor } from './supervisor/supervisor.js';
-import { Watchdog, type WatchedGroup } from './supervisor/watchdog.js';
+import { Watchdog, type WatchedGroup } from './host/watchdog-client.js';
 
 export interface PgMode {
   locks: PgLockBackend;

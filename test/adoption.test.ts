@@ -6,8 +6,8 @@ import { ManualClock } from '../src/clock.js';
 import { SqliteLockBackend } from '../src/db/locks.js';
 import { openDatabase } from '../src/db/open.js';
 import { Registry } from '../src/db/registry.js';
-import { isAlive, listPids, readStat, startTicksOf } from '../src/proc/procfs.js';
-import { ExitPoller } from '../src/supervisor/reconcile.js';
+import { isAlive, listPids, readStat, startTicksOf } from '../src/host/procfs.js';
+import { ExitPoller } from '../src/host/exit-poller.js';
 import { fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, tmpDir, waitFor, type TestDaemon } from './helper.js';
 
 const daemons: TestDaemon[] = [];

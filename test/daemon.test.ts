@@ -1,7 +1,7 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, statSync, watch } from 'node:fs';
 import path from 'node:path';
-import { isAlive } from '../src/proc/procfs.js';
+import { isAlive } from '../src/host/procfs.js';
 import { fixture, sweepLeftovers, tmpDir, waitFor } from './helper.js';
 import { CLI, connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 

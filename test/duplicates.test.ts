@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isAlive } from '../src/proc/procfs.js';
+import { isAlive } from '../src/host/procfs.js';
 import { fixture, FIXTURES, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
 
 let d: TestDaemon | undefined;

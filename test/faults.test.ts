@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isAlive, readEnviron, readStat } from '../src/proc/procfs.js';
+import { isAlive, readEnviron, readStat } from '../src/host/procfs.js';
 import { fixture, FIXTURES, killChildren, makeConfig, ROOT, startTestDaemon, sweepLeftovers, taggedProcesses, TEST_TAG, tmpDir, waitFor, type TestDaemon } from './helper.js';
 import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
@@ -237,7 +237,7 @@ describe('5. released only when gone', () => {
   it('a /proc read that fails for another reason than "no such process" (EMFILE) counts as alive', () => {
     const code = `
       const fs = require('node:fs');
-      import(${JSON.stringify(path.join(ROOT, 'dist/proc/procfs.js'))}).then((m) => {
+      import(${JSON.stringify(path.join(ROOT, 'dist/host/procfs.js'))}).then((m) => {
         const held = [];
         try { for (;;) held.push(fs.openSync('/dev/null', 'r')); } catch {}
         const dead = m.isAlive(2 ** 22 + 1, null);

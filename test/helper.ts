@@ -12,7 +12,7 @@ import pino from 'pino';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { startDaemon, type Daemon, type DaemonOptions } from '../src/daemon.js';
-import { environValue, listPids, readStat } from '../src/proc/procfs.js';
+import { environValue, listPids, readStat } from '../src/host/procfs.js';
 
 export const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));

@@ -5,7 +5,7 @@ import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../src/clock.js';
 import { createLogger } from '../src/logger.js';
-import { isAlive, readEnviron } from '../src/proc/procfs.js';
+import { isAlive, readEnviron } from '../src/host/procfs.js';
 import { fixture, makeConfig, startTestDaemon, sweepLeftovers, tmpDir, waitFor, type TestDaemon } from './helper.js';
 
 const daemons: TestDaemon[] = [];

@@ -2,7 +2,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ManualClock } from '../src/clock.js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isAlive, readEnviron } from '../src/proc/procfs.js';
+import { isAlive, readEnviron } from '../src/host/procfs.js';
 import { fixture, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, tmpDir, waitFor, type TestDaemon } from './helper.js';
 
 let d: TestDaemon | undefined;

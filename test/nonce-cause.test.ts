@@ -9,7 +9,7 @@ import http from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
 import { alertText } from '../src/alerts/format.js';
-import { isAlive } from '../src/proc/procfs.js';
+import { isAlive } from '../src/host/procfs.js';
 import { CLI } from './proc-helper.js';
 
 const daemons: TestDaemon[] = [];

@@ -1,7 +1,7 @@
 /** The boot-time clock (CLOCK_BOOTTIME via /proc/uptime) that PostgreSQL mode's deadlines are on. */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { bootClock, createBootClock, readUptimeMs } from '../src/uptime.js';
+import { bootClock, createBootClock, readUptimeMs } from '../src/host/uptime.js';
 
 describe('boot-time clock', () => {
   it('reads the first field of /proc/uptime in ms', () => {

@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { isAlive } from '../src/proc/procfs.js';
+import { isAlive } from '../src/host/procfs.js';
 import { LOCAL_TIME_SOURCES, ROOT, TEST_TAG, waitFor } from './helper.js';
 
 export const CLI = path.join(ROOT, 'dist', 'cli.js');

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ProcessScanner, procPidSource, type PidSource } from '../src/monitor/processes.js';
-import { handedOutBetween, listPids, type PidMark } from '../src/proc/procfs.js';
+import { ProcessScanner, procPidSource, type PidSource } from '../src/host/processes.js';
+import { handedOutBetween, listPids, type PidMark } from '../src/host/procfs.js';
 import { killChildren } from './helper.js';
 
 const children: ChildProcess[] = [];

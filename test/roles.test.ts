@@ -6,7 +6,7 @@
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
-import { readEnviron } from '../src/proc/procfs.js';
+import { readEnviron } from '../src/host/procfs.js';
 import { fixture, FIXTURES, makeConfig, startTestDaemon, sweepLeftovers, taggedProcesses, type TestDaemon } from './helper.js';
 
 export const ROLE_TOKENS = {

@@ -4,7 +4,7 @@
  * process per account throughout and nothing left behind.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { environValue, isAlive, listPids, readStat } from '../src/proc/procfs.js';
+import { environValue, isAlive, listPids, readStat } from '../src/host/procfs.js';
 import { sweepLeftovers, TEST_TAG, tmpDir, waitFor } from './helper.js';
 import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 

@@ -15,7 +15,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { stringify } from 'yaml';
 import { startDaemon, type Daemon } from '../src/daemon.js';
-import { readEnviron } from '../src/proc/procfs.js';
+import { readEnviron } from '../src/host/procfs.js';
 import { FIXTURES, sweepLeftovers, TEST_TAG, tmpDir, waitFor } from './helper.js';
 
 const daemons: Daemon[] = [];

@@ -10,8 +10,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, expect, it } from 'vitest';
 import pino from 'pino';
-import { isAlive, readStat } from '../src/proc/procfs.js';
-import { Spawner } from '../src/supervisor/spawner.js';
+import { isAlive, readStat } from '../src/host/procfs.js';
+import { Spawner } from '../src/host/spawner-client.js';
 import { fixture, makeConfig, removeDir, ROOT, startTestDaemon, sweepLeftovers, tmpDir, waitFor, type TestDaemon } from './helper.js';
 import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
@@ -170,7 +170,7 @@ it('the spawner exits with a SIGKILLed daemon and the bots stay up; Ctrl-C to th
 it('a spawn request in flight keeps its process alive until the spawner answers (its channel is unref\'d otherwise)', () => {
   const dir = tmpDir();
   dirs.push(dir);
-  const mod = pathToFileURL(path.join(ROOT, 'dist', 'supervisor', 'spawner.js')).href;
+  const mod = pathToFileURL(path.join(ROOT, 'dist', 'host', 'spawner-client.js')).href;
   // Nothing else keeps this process alive: without the ref while waiting, it would exit silently.
   const script = `import pino from 'pino'; import { Spawner } from ${JSON.stringify(mod)};
 const sp = new Spawner(async () => ({ code: null, signal: null }), pino({ level: 'silent' }));

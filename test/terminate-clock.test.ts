@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { afterEach, expect, it } from 'vitest';
 import type { Clock } from '../src/clock.js';
-import { terminate } from '../src/supervisor/terminate.js';
+import { terminate } from '../src/host/terminate.js';
 import { FIXTURES, killChildren, sweepLeftovers, TEST_TAG } from './helper.js';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';

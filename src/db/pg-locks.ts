@@ -28,7 +28,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { FENCE_KILL_MS, FENCE_SLACK_MS } from '../config/schema.js';
 import { LockBackendError } from '../errors.js';
-import { bootClock } from '../uptime.js';
+import { bootClock } from '../host/uptime.js';
 import { REJECTED_UNTIL, type AcquireRequest, type AcquireResult, type KeyLease, type LockBackend, type LockRow } from './locks.js';
 
 export interface PgLockOptions {

@@ -12,7 +12,7 @@
  * An endpoint that gives whole seconds only (Kraken, a Date header) is good to ±500 ms; the
  * evidence says so. The machine's own sync status comes from timedatectl where it tells.
  */
-import { spawnSync } from 'node:child_process';
+import { ntpSynchronized } from '../host/tools.js';
 import type { Config } from '../config/schema.js';
 
 /** The preset exchanges' public server-time endpoints. */
@@ -144,13 +144,7 @@ export class ClockService {
   /** timedatectl's NTPSynchronized where the machine runs systemd; null where nothing tells. */
   private syncStatus(): boolean | null {
     if (this.sync !== undefined) return this.sync;
-    try {
-      const out = spawnSync('timedatectl', ['show', '--property=NTPSynchronized', '--value'], { encoding: 'utf8', timeout: 1000 });
-      const v = out.status === 0 ? out.stdout.trim() : '';
-      this.sync = v === 'yes' ? true : v === 'no' ? false : null;
-    } catch {
-      this.sync = null;
-    }
+    this.sync = ntpSynchronized();
     // Asked again at most every checkIntervalMs (the figure changes slowly).
     setTimeout(() => (this.sync = undefined), this.config().clock.checkIntervalMs).unref();
     return this.sync;

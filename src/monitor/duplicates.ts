@@ -11,12 +11,12 @@ import { realClock, type Clock, type TimerHandle } from '../clock.js';
 import type { Account } from '../config/schema.js';
 import { Errors } from '../errors.js';
 import type { EventStore } from '../events/store.js';
-import { listPids, readProcText, readStat } from '../proc/procfs.js';
+import { listPids, readProcText, readStat } from '../host/procfs.js';
 import type { Holder } from '../supervisor/diagnosis.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
-import { terminateProcess } from '../supervisor/terminate.js';
+import { terminateProcess } from '../host/terminate.js';
 import { sanitizeLine } from '../output/patterns.js';
-import { ProcessScanner, type ProcInfo } from './processes.js';
+import { ProcessScanner, type ProcInfo } from '../host/processes.js';
 
 /** Processes that hold a key in their environment without using it: an operator's terminal. */
 const SHELLS = new Set(['bash', 'sh', 'dash', 'zsh', 'fish', 'ksh', 'tcsh', 'csh', 'tmux', 'tmux: server', 'screen', 'sshd', 'login', 'su', 'sudo']);
@@ -176,7 +176,7 @@ export class DuplicateHunter {
     const dups = (await this.freshScan()).filter((d) => d.account === account.id);
     if (dups.length === 0) return;
     if (account.duplicates === 'report') throw Errors.duplicateRunning(account.id, dups.map((d) => d.pid));
-    await Promise.all(dups.map((d) => this.kill(d, account)));
+    await Promise.all(dups.map((d) => this.endCopy(d, account)));
   }
 
   /**
@@ -231,7 +231,7 @@ export class DuplicateHunter {
           this.logger.warn({ account: account.id, pid: p.pid, by, policy: account.duplicates }, 'duplicate instance detected');
         }
         found.push(dup);
-        if (account.duplicates === 'kill') void this.kill(dup, account);
+        if (account.duplicates === 'kill') void this.endCopy(dup, account);
       }
     }
     for (const k of this.reported.keys()) if (!alive.has(k) && !this.killing.has(k)) this.reported.delete(k);
@@ -363,7 +363,7 @@ export class DuplicateHunter {
     this.index = ix;
   }
 
-  private kill(dup: Duplicate, account: Account): Promise<void> {
+  private endCopy(dup: Duplicate, account: Account): Promise<void> {
     const k = key(dup);
     let running = this.killing.get(k);
     if (!running) {

@@ -4,7 +4,7 @@
  * cannot be asked to reopen it, so the file is never renamed: its scanned
  * head is copied out and cut off.
  */
-import { execFileSync } from 'node:child_process';
+import { collapseHead } from '../host/tools.js';
 import { appendFileSync, closeSync, copyFileSync, existsSync, fstatSync, ftruncateSync, openSync, renameSync, rmSync, statfsSync, truncateSync } from 'node:fs';
 
 /** The reader of the live file, as rotation sees it. */
@@ -71,7 +71,7 @@ export class LogRotation {
     copyFileSync(this.path, rotated);
     truncateSync(rotated, cut);
     try {
-      execFileSync('fallocate', ['--collapse-range', '--offset', '0', '--length', String(cut), this.path], { stdio: 'ignore', timeout: 5000 });
+      collapseHead(this.path, cut);
     } catch {
       // Not supported here (or no fallocate): say so once, then truncate from now on.
       this.collapse = false;

@@ -9,8 +9,9 @@ import { Cron } from 'croner';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { Account } from '../config/schema.js';
 import { LivenessWatch, type LivenessCheck } from './liveness.js';
-import { NotifySocket, notifyPath } from './notify.js';
-import { LimitWatch, treeUsage } from './resources.js';
+import { notifyPath } from '../host/notify.js';
+import type { NotifyEndpoint, ProcessHost } from '../host/host.js';
+import { LimitWatch } from './limits.js';
 
 /**
  * A bot without limits is sampled only when someone looks (GET /bots, a metrics scrape), at most
@@ -36,7 +37,7 @@ export interface WatchedInstance {
 }
 
 export class BotWatch {
-  private notify: NotifySocket | null = null;
+  private notify: NotifyEndpoint | null = null;
   private liveness: LivenessWatch | null = null;
   private limits: LimitWatch | null = null;
   private sampleTimer: TimerHandle | null = null;
@@ -58,18 +59,17 @@ export class BotWatch {
     private readonly account: Account,
     private readonly clock: Clock,
     private readonly dataDir: string,
+    private readonly host: Pick<ProcessHost, 'usage' | 'notifySocket'>,
     private readonly hooks: WatchHooks,
   ) {
     // The socket exists before the bot does: its first READY=1 must find it.
     if (account.liveness?.notify) {
-      const sock = new NotifySocket(notifyPath(dataDir, account.id), (m) => {
-        if (m.status !== null) this.status = m.status;
-        this.liveness?.notified(m);
-        if (m.ready) this.hooks.ready();
-      });
       try {
-        sock.open();
-        this.notify = sock;
+        this.notify = host.notifySocket(notifyPath(dataDir, account.id), (m) => {
+          if (m.status !== null) this.status = m.status;
+          this.liveness?.notified(m);
+          if (m.ready) this.hooks.ready();
+        });
       } catch (err) {
         // No socket (the addon missing, a path too long): the bot runs without it, on startMs.
         this.notifyError = (err as Error).message;
@@ -130,7 +130,7 @@ export class BotWatch {
   /** For a view: a sample no older than SAMPLE_MS (a bot with limits is sampled on its timer anyway). */
   refresh(): void {
     if (this.limits || this.closed) return;
-    if (this.last && performance.now() - this.last.at < SAMPLE_MS) return;
+    if (this.last && this.clock.mono() - this.last.at < SAMPLE_MS) return;
     this.sample();
   }
 
@@ -146,9 +146,9 @@ export class BotWatch {
   sample(): void {
     const inst = this.inst;
     if (!inst || this.closed) return;
-    const u = treeUsage(inst);
+    const u = this.host.usage({ instanceId: inst.instanceId, pid: inst.pgid, pgid: inst.pgid, startTicks: inst.startTicks });
     const now = this.clock.now();
-    const mono = performance.now();
+    const mono = this.clock.mono();
     this.rssBytes = u.rssBytes;
     if (this.last && mono > this.last.at) this.cpuPercent = Math.max(0, ((u.cpuSeconds - this.last.cpuSeconds) / ((mono - this.last.at) / 1000)) * 100);
     if (this.last) this.cpuSeconds += Math.max(0, u.cpuSeconds - this.last.cpuSeconds);

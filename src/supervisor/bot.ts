@@ -11,17 +11,15 @@ import type { LockRow } from '../db/locks.js';
 import type { BotRow, ExitCause, LastExit } from '../db/registry.js';
 import { Errors, isBotwardenError } from '../errors.js';
 import { endInstance, launchInstance, type LiveInstance } from './instance.js';
-import { AccountLease, instanceLives } from './lease.js';
+import { AccountLease } from './lease.js';
 import { BotWatch } from './bot-watch.js';
 import type { LivenessCheck } from './liveness.js';
-import { runPrestop } from './prestop.js';
 import { diagnose, type Diagnosis } from './diagnosis.js';
 import { brokerOf } from '../monitor/clock.js';
 import { REJECTED_UNTIL } from '../db/locks.js';
 import { BotOutput } from './output.js';
 import { afterExit, backoffDelay } from './policy.js';
-import type { ExitStatus } from './spawn.js';
-import { Grace } from './terminate.js';
+import { Grace, type ExitStatus } from '../host/host.js';
 import { BotMachine } from './machine.js';
 import { ACTIVE_STATES, type BotState, type FatalReason, type StopReason } from './states.js';
 import type { BotDeps, BotView } from './types.js';
@@ -317,7 +315,7 @@ export class BotController extends BotMachine {
     if (!this.configured) throw Errors.unknownAccount(this.id);
     this.assertStartable();
     // The start gate of a requested start runs before the lock is taken: a refusal changes nothing.
-    await this.deps.beforeStart(this.account);
+    await this.deps.gate.clearBeforeStart(this.account);
     this.assertStartable();
     await this.lease.acquire({ nowMs: this.deps.clock.now() });
     this.output.breaker.reset();
@@ -335,7 +333,7 @@ export class BotController extends BotMachine {
    */
   private async passGate(): Promise<boolean> {
     try {
-      await this.deps.beforeStart(this.account);
+      await this.deps.gate.clearBeforeStart(this.account);
       return true;
     } catch (err) {
       if (!isBotwardenError(err) || err.code !== 'DUPLICATE_RUNNING') throw err;
@@ -404,7 +402,7 @@ export class BotController extends BotMachine {
   // ---- liveness, limits, schedule (SPEC 16) -------------------------------
 
   private newWatch(): BotWatch {
-    const w: BotWatch = new BotWatch(this.account, this.deps.clock, path.dirname(this.deps.logsDir), {
+    const w: BotWatch = new BotWatch(this.account, this.deps.clock, path.dirname(this.deps.logsDir), this.deps.host, {
       lastOutputAt: () => this.output.lastLineAt,
       unresponsive: (check, lastSeen) => this.onUnresponsive(w, check, lastSeen),
       limitExceeded: (limit, value) => this.onLimit(w, limit, value),
@@ -497,7 +495,7 @@ export class BotController extends BotMachine {
     const abort = new Promise<void>((resolve) => (this.hookAbort = resolve));
     try {
       const env = { ...this.deps.baseEnv(), ...this.account.env, BOTWARDEN_ACCOUNT: this.id };
-      const r = await runPrestop(hook, { cwd: this.account.cwd, env, logPath: this.logPath, abort });
+      const r = await this.deps.host.runHook(hook, { cwd: this.account.cwd, env, logPath: this.logPath, abort });
       this.deps.events.emit('bot.prestop', { account: this.id, reason, ok: r.ok, ms: Math.round(r.ms), ...(r.detail ? { detail: r.detail } : {}) });
       if (!r.ok) this.log.warn({ ...r }, 'the pre-stop hook did not end well; the stop goes on');
     } finally {
@@ -612,7 +610,7 @@ export class BotController extends BotMachine {
    */
   private causeOf(inst: LiveInstance, status: ExitStatus): ExitCause {
     if (status.signal === null) return 'exit';
-    if (status.signal === 'SIGKILL' && this.deps.killedByOom?.(inst.pid)) return 'oom';
+    if (status.signal === 'SIGKILL' && this.deps.host.killedByOom(inst.pid)) return 'oom';
     return 'killed-outside';
   }
 
@@ -627,7 +625,7 @@ export class BotController extends BotMachine {
   private watchRemains(inst: LiveInstance): void {
     this.deps.clock.setTimeout(() => {
       if (this.remains !== inst) return;
-      if (instanceLives({ instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks })) return this.watchRemains(inst);
+      if (this.deps.host.lives({ instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks })) return this.watchRemains(inst);
       this.serialize(async () => {
         if (this.remains !== inst) return;
         this.remains = null;

@@ -2,15 +2,13 @@
  * One bot process from birth to death, with its records: spawn + registry row
  * (intent first) + lock attach; terminate + recorded exit + `bot.exited`.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
-import type { Clock } from '../clock.js';
+import type { Clock, TimerHandle } from '../clock.js';
 import { Errors } from '../errors.js';
 import type { Account } from '../config/schema.js';
 import type { Registry } from '../db/registry.js';
 import type { EventStore } from '../events/store.js';
 import type { AccountLease } from './lease.js';
-import type { ExitStatus, SpawnFn } from './spawn.js';
-import { Grace, terminate } from './terminate.js';
+import { Grace, type ExitStatus, type ProcessHost } from '../host/host.js';
 
 /** A live process of this bot. Adopted ones (not our children) get `exited` from a poll. */
 export interface LiveInstance {
@@ -35,8 +33,8 @@ export interface InstanceDeps {
   clock: Clock;
   /** Wraps a bot's argv so it dies with the daemon (PostgreSQL mode), or leaves it as is. */
   wrapCommand: (command: string[]) => string[];
-  /** The daemon's spawner process, or spawnBot (a Supervisor without a daemon). */
-  spawn: SpawnFn;
+  /** Forks, signals and /proc: the machine's processes (a fake one in the unit layer). */
+  host: ProcessHost;
 }
 
 export interface Launch {
@@ -60,7 +58,7 @@ export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: La
   if (!(await d.events.durable())) throw Errors.storageFull('the start could not be recorded');
   let spawned;
   try {
-    spawned = await d.spawn({
+    spawned = await d.host.spawn({
       command: d.wrapCommand(l.account.command),
       cwd: l.account.cwd,
       env: { ...l.env, BOTWARDEN_ACCOUNT: l.account.id, BOTWARDEN_INSTANCE: instanceId },
@@ -104,18 +102,42 @@ export async function endInstance(
 ): Promise<Ended> {
   // What led here (a `stopping` state) is committed before the signal leaves.
   await d.events.durable();
-  const { forced, gone } = await terminate(
+  const { forced, gone } = await d.host.terminate(
     { instanceId: inst.instanceId, pid: inst.pid, pgid: inst.pgid, startTicks: inst.startTicks, exited: inst.exited, ...(inst.hurry ? { hurry: inst.hurry } : {}) },
     account.stop.signal,
     typeof o.grace === 'number' ? new Grace(d.clock, o.grace) : o.grace,
-    d.clock,
   );
   const unknown: ExitStatus = { code: null, signal: forced ? 'SIGKILL' : null };
-  const status = o.known ?? (await Promise.race([inst.exited, sleep(2000, unknown, { ref: false })]));
+  // The tree is gone; the spawner's word on the leader's code is a message away (at most 2 s).
+  const status = o.known ?? (await exitWithin(d.clock, inst.exited, 2000, unknown));
+  const at = recordExit(d, { account: account.id, pid: inst.pid, instanceId: inst.instanceId }, status, forced, o.why ?? {});
+  return { status, forced, gone, at };
+}
+
+/**
+ * The one way a bot's exit is recorded, whoever saw it (a stop, an unexpected exit, the boot
+ * finding it dead): the registry row and the `bot.exited` event in one transaction, timed on the
+ * daemon's clock. Returns when (ISO).
+ */
+export function recordExit(
+  d: Pick<InstanceDeps, 'events' | 'registry' | 'clock'>,
+  inst: { account: string; pid: number | null; instanceId: string },
+  status: ExitStatus,
+  forced: boolean,
+  fields: Record<string, unknown>,
+): string {
   const at = new Date(d.clock.now()).toISOString();
-  // The exit record and its event: one transaction.
-  d.events.emit('bot.exited', { account: account.id, pid: inst.pid, instanceId: inst.instanceId, code: status.code, signal: status.signal, forced, ...(o.why ?? {}) }, () =>
+  d.events.emit('bot.exited', { account: inst.account, pid: inst.pid, instanceId: inst.instanceId, code: status.code, signal: status.signal, forced, ...fields }, () =>
     d.registry.markExited(inst.instanceId, { code: status.code, signal: status.signal, forced, endedAt: at }),
   );
-  return { status, forced, gone, at };
+  return at;
+}
+
+async function exitWithin(clock: Clock, exited: Promise<ExitStatus>, ms: number, otherwise: ExitStatus): Promise<ExitStatus> {
+  let timer: TimerHandle | undefined;
+  try {
+    return await Promise.race([exited, new Promise<ExitStatus>((resolve) => (timer = clock.setTimeout(() => resolve(otherwise), ms)))]);
+  } finally {
+    timer?.cancel();
+  }
 }

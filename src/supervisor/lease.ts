@@ -9,28 +9,16 @@ import type { Account } from '../config/schema.js';
 import type { LockBackend, LockRow } from '../db/locks.js';
 import { Errors, isBotwardenError, isDiskFull, LockBackendError, type LockFacts } from '../errors.js';
 import type { EventStore } from '../events/store.js';
-import { instanceProcesses, isAlive } from '../proc/procfs.js';
-
-/**
- * True while any process of the instance lives: its leader, a member of its process group, or
- * any process carrying its BOTWARDEN_INSTANCE (SPEC 14.4). A /proc read that fails for another
- * reason than "no such process" counts as alive.
- */
-export function instanceLives(i: { instanceId: string | null; pid: number | null; pgid?: number | null; startTicks: number | null }): boolean {
-  if (i.pid !== null && isAlive(i.pid, i.startTicks)) return true;
-  if (i.instanceId === null) return false;
-  // A bot leads its own group (pgid = pid); unknown pid: only the marker can tell.
-  return instanceProcesses({ id: i.instanceId, pgid: i.pgid ?? i.pid ?? -1, startTicks: i.startTicks }, { fresh: true }).length > 0;
-}
+import type { ProcessHost } from '../host/host.js';
 
 /**
  * The one stale-lock rule (the start, the periodic sweep and the boot reconcile all ask it): a
  * lock row is stale when no process of its instance lives (a reused pid is not its process), or
  * when it never got a process and belongs to another daemon.
  */
-export function isStaleLock(row: LockRow, ownHolder: string): boolean {
+export function isStaleLock(row: LockRow, ownHolder: string, host: Pick<ProcessHost, 'lives'>): boolean {
   if (row.pid === null && row.holder === ownHolder) return false;
-  return !instanceLives(row);
+  return !host.lives(row);
 }
 
 export interface LeaseDeps {
@@ -38,6 +26,8 @@ export interface LeaseDeps {
   events: EventStore;
   logger: Logger;
   holder: string;
+  /** Asked whether a lock's instance still has live processes (the stale-lock rule). */
+  host: ProcessHost;
   /** The account's key candidates in order (missing ones left out); undefined: no pool. */
   candidates: (account: Account) => string[] | undefined;
 }
@@ -78,7 +68,7 @@ export class AccountLease {
         account: account.id,
         holder: this.d.holder,
         brokerUsername: account.brokerUsername,
-        isStale: opts.reclaim ? () => true : (row) => isStaleLock(row, this.d.holder),
+        isStale: opts.reclaim ? () => true : (row) => isStaleLock(row, this.d.holder, this.d.host),
         keys: opts.reclaim ? (opts.reclaim.keyId !== null ? [opts.reclaim.keyId] : undefined) : this.d.candidates(account),
         nowMs: opts.nowMs,
       });

@@ -13,7 +13,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { Account } from '../config/schema.js';
-import type { NotifyMessage } from './notify.js';
+import type { NotifyMessage } from '../host/notify.js';
 
 export type LivenessCheck = 'silence' | 'heartbeat-file' | 'http' | 'ready' | 'watchdog';
 type Config = NonNullable<Account['liveness']>;

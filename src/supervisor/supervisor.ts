@@ -14,8 +14,8 @@ import { TailerGroup } from '../output/tailer.js';
 import { BotController, type BotView } from './bot.js';
 import { unconfiguredAccount } from './unconfigured.js';
 import { isStaleLock } from './lease.js';
-import { spawnBot, type SpawnFn } from './spawn.js';
-import type { NonceFacts } from './types.js';
+import type { ProcessHost } from '../host/host.js';
+import type { NonceFacts, StartGate } from './types.js';
 import { ACTIVE_STATES, type StopReason } from './states.js';
 
 export interface SupervisorDeps {
@@ -36,12 +36,12 @@ export interface SupervisorDeps {
   wrapCommand?: (command: string[]) => string[];
   /** What a nonce diagnosis needs (SPEC 17). */
   nonceFacts?: NonceFacts;
-  /** The kernel's OOM killer killed this pid (the daemon's kernel-log reader). */
-  killedByOom?: (pid: number) => boolean;
   /** BOTWARDEN_SCOPE, given to every bot: the daemon hunts only this scope (settings.scope). */
   scope?: string | undefined;
-  /** How bots are spawned: the daemon's spawner process; spawnBot (from this process) by default. */
-  spawn?: SpawnFn;
+  /** Forks, signals and /proc reads: the machine's processes (src/host/), or a fake one (the unit layer). */
+  host: ProcessHost;
+  /** The start gate every start passes (the duplicate hunter's). */
+  gate: StartGate;
 }
 
 type LineHandler = (account: string, line: string) => void;
@@ -50,7 +50,6 @@ export class Supervisor {
   private readonly bots = new Map<string, BotController>();
   private readonly lineHandlers: LineHandler[] = [];
   private readonly spawnHandlers: ((account: string) => void)[] = [];
-  private startGuard: (account: Account) => Promise<void> = async () => {};
   private config: Config;
   private shuttingDown = false;
   private envFor: { config: Config; env: Readonly<Record<string, string>>; drop: Set<string>; perAccount: Map<string, Readonly<Record<string, string>>> } | null = null;
@@ -67,6 +66,11 @@ export class Supervisor {
   ) {
     this.config = config;
     for (const account of config.accounts.values()) this.bots.set(account.id, this.makeController(account.id));
+  }
+
+  /** The machine's processes, as every bot sees them. */
+  get host(): ProcessHost {
+    return this.deps.host;
   }
 
   /** The controller of an account, or UNKNOWN_ACCOUNT / INVALID_ACCOUNT_ID. */
@@ -119,7 +123,7 @@ export class Supervisor {
     for (const lock of await this.deps.locks.list()) {
       const bot = this.bots.get(lock.account);
       if (bot && bot.lockToken === lock.token) continue;
-      if (!this.deps.locks.isOurs(lock) || !isStaleLock(lock, this.deps.holder) || !(await this.deps.locks.release(lock.account, lock.token))) continue;
+      if (!this.deps.locks.isOurs(lock) || !isStaleLock(lock, this.deps.holder, this.deps.host) || !(await this.deps.locks.release(lock.account, lock.token))) continue;
       removed++;
       this.deps.events.emit('lock.stale_removed', { account: lock.account, holder: lock.holder, pid: lock.pid, token: lock.token });
       this.deps.logger.warn({ account: lock.account, pid: lock.pid, holder: lock.holder }, 'stale lock removed');
@@ -136,11 +140,6 @@ export class Supervisor {
   fence(account: string, token: number, urgent = false): Promise<void> {
     const bot = this.bots.get(account);
     return bot ? bot.fence(token, urgent) : Promise.resolve();
-  }
-
-  /** The duplicate hunter's hook: runs before every start takes the account lock. */
-  setStartGuard(guard: (account: Account) => Promise<void>): void {
-    this.startGuard = guard;
   }
 
   /** A bot's process was just spawned, before its lock records it (PostgreSQL: the watchdog's beat). */
@@ -271,12 +270,11 @@ export class Supervisor {
       daemonId: d.daemonId,
       logsDir: d.logsDir,
       wrapCommand: d.wrapCommand ?? ((c) => c),
-      spawn: d.spawn ?? spawnBot,
+      host: d.host,
+      gate: d.gate,
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
       tailers: this.tailers,
       baseEnv: () => this.baseEnv(id),
-      beforeStart: (account) => this.startGuard(account),
-      ...(d.killedByOom ? { killedByOom: d.killedByOom } : {}),
       ...(d.nonceFacts ? { nonceFacts: d.nonceFacts } : {}),
       onSpawned: (account) => {
         for (const h of this.spawnHandlers) h(account);

@@ -14,14 +14,20 @@ export interface BotDeps extends InstanceDeps, LeaseDeps, OutputDeps {
   baseEnv: () => Readonly<Record<string, string>>;
   /** The leased key pair under the account's variable names (only for the spawn). */
   keyEnv: (account: Account, keyId: string) => Record<string, string>;
-  /** The kernel's OOM killer killed this pid (its log says so); absent where the log cannot be read. */
-  killedByOom?: (pid: number) => boolean;
   /** What a nonce diagnosis needs (SPEC 17); absent: every trip is `unknown`. */
   nonceFacts?: NonceFacts;
   /** A bot's process exists (before its lock records it): the watchdog hears of it at once. */
   onSpawned: (account: string) => void;
-  /** Runs before a start takes the lock: ends or refuses live duplicates of the account. */
-  beforeStart: (account: Account) => Promise<void>;
+  gate: StartGate;
+}
+
+/**
+ * The start gate (SPEC 14.5): every start, requested or automatic, passes it before anything is
+ * spawned. The duplicate hunter is the daemon's: it ends live copies of the account (`kill`) or
+ * refuses with DUPLICATE_RUNNING (`report`).
+ */
+export interface StartGate {
+  clearBeforeStart(account: Account): Promise<void>;
 }
 
 export interface NonceFacts {

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fstatSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { startTicksOf } from '../proc/procfs.js';
+import { startTicksOf } from './procfs.js';
 
 export interface SpawnSpec {
   command: string[];

@@ -12,7 +12,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { realClock, type Clock } from '../clock.js';
-import { freshPass, instanceProcesses, isAlive, readStat, type ProcStat } from '../proc/procfs.js';
+import { freshPass, instanceProcesses, isAlive, readStat, type ProcStat } from './procfs.js';
 
 export interface TerminateTarget {
   instanceId: string;

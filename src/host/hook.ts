@@ -7,17 +7,23 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 
-export interface PrestopResult {
+/** A hook command and how long it may take. */
+export interface HookSpec {
+  command: string[];
+  timeoutMs: number;
+}
+
+export interface HookResult {
   ok: boolean;
   ms: number;
   /** Why it did not end well: its exit code or signal, `timeout`, `escalated`, or a spawn error. */
   detail?: string;
 }
 
-export async function runPrestop(
-  hook: { command: string[]; timeoutMs: number },
+export async function runHook(
+  hook: HookSpec,
   o: { cwd: string; env: Record<string, string>; logPath: string; abort: Promise<void> },
-): Promise<PrestopResult> {
+): Promise<HookResult> {
   const t0 = performance.now();
   let fd: number | null;
   try {
@@ -30,7 +36,7 @@ export async function runPrestop(
   const file0 = file === 'node' ? process.execPath : (file ?? '');
   const child = spawn(file0, args, { cwd: o.cwd, env: o.env, stdio: ['ignore', out, out], detached: true });
   if (fd !== null) closeSync(fd);
-  const done = new Promise<PrestopResult>((resolve) => {
+  const done = new Promise<HookResult>((resolve) => {
     child.once('error', (err) => resolve({ ok: false, ms: performance.now() - t0, detail: err.message }));
     child.once('exit', (code, signal) =>
       resolve({ ok: code === 0, ms: performance.now() - t0, ...(code === 0 ? {} : { detail: signal ?? `code ${code}` }) }),

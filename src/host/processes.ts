@@ -13,7 +13,7 @@
  * every `fullEvery` scans anyway.
  */
 import { readFileSync } from 'node:fs';
-import { environValues, handedOutBetween, lastPid, lastPidWorks, listPids, readProcText, readStat, type PidMark, type ProcStat } from '../proc/procfs.js';
+import { environValues, handedOutBetween, lastPid, lastPidWorks, listPids, readProcText, readStat, type PidMark, type ProcStat } from './procfs.js';
 
 export interface ProcInfo extends ProcStat {
   /** argv joined with single spaces. */

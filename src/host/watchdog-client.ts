@@ -95,8 +95,8 @@ export class Watchdog {
   }
 
   private spawnChild(): void {
-    // dist/watchdog.js next to this module; from the TypeScript sources (tests) the built one.
-    const script = [new URL('../watchdog.js', import.meta.url), new URL('../../dist/watchdog.js', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f));
+    // dist/host/watchdog.js next to this module; from the TypeScript sources (tests) the built one.
+    const script = [new URL('./watchdog.js', import.meta.url), new URL('../../dist/host/watchdog.js', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f));
     if (!script) throw new Error('watchdog.js not found: run npm run build');
     // Its own session: a signal to the daemon's group does not reach it; it outlives the daemon by design.
     const child = spawn(process.execPath, [script], { stdio: ['pipe', 'ignore', 'inherit'], detached: true });

@@ -11,12 +11,12 @@ import { existsSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { instanceLeaders } from '../proc/procfs.js';
-import { SpawnError, spawnBot, type ExitStatus, type SpawnExit, type SpawnReply, type SpawnSpec, type Spawned } from './spawn.js';
+import { instanceLeaders } from './procfs.js';
+import { SpawnError, spawnBot, type ExitStatus, type SpawnExit, type SpawnReply, type SpawnSpec, type Spawned } from './fork.js';
 
-/** dist/spawner.js next to this module; from the TypeScript sources (tests) the built one. */
+/** dist/host/spawner.js next to this module; from the TypeScript sources (tests) the built one. */
 function script(): string | undefined {
-  return [new URL('../spawner.js', import.meta.url), new URL('../../dist/spawner.js', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f));
+  return [new URL('./spawner.js', import.meta.url), new URL('../../dist/host/spawner.js', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f));
 }
 
 type Answer = { ok: Spawned } | { error: string };

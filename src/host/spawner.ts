@@ -11,8 +11,8 @@
  * flowing while the daemon stops its bots. It depends on nothing but Node.
  */
 import { closeSync, openSync } from 'node:fs';
-import { startTicksOf } from './proc/procfs.js';
-import { logOpenFailure, spawnFailure, spawnOnLog, type SpawnExit, type SpawnReply, type SpawnRequest } from './supervisor/spawn.js';
+import { startTicksOf } from './procfs.js';
+import { logOpenFailure, spawnFailure, spawnOnLog, type SpawnExit, type SpawnReply, type SpawnRequest } from './fork.js';
 
 if (!process.send) {
   process.stderr.write('botwarden spawner: run by the daemon only (it needs an IPC channel)\n');
