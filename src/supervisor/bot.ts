@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Account } from '../config/schema.js';
 import type { LockRow } from '../db/locks.js';
 import type { BotRow, ExitCause, LastExit } from '../db/registry.js';
-import { Errors, isBotwardenError } from '../errors.js';
+import { Errors, isBotwardenError, type BotwardenError } from '../errors.js';
 import { endInstance, launchInstance, type LiveInstance } from './instance.js';
 import { AccountLease } from './lease.js';
 import { BotWatch } from './bot-watch.js';
@@ -162,7 +162,8 @@ export class BotController extends BotMachine {
 
   /** Start: refused at once when the account is taken, else queued behind any running operation. */
   start(): Promise<BotView> {
-    this.assertStartable();
+    const taken = this.taken();
+    if (taken) return Promise.reject(taken);
     return this.serialize(async () => {
       this.assertStartable();
       await this.freshStart();
@@ -184,8 +185,8 @@ export class BotController extends BotMachine {
   }
 
   restart(opts: { graceMs?: number } = {}): Promise<BotView> {
-    if (this.current === 'stopping') this.assertStartable();
-    if (!this.configured) throw Errors.unknownAccount(this.id);
+    const refused = (this.current === 'stopping' ? this.taken() : null) ?? (this.configured ? null : Errors.unknownAccount(this.id));
+    if (refused) return Promise.reject(refused);
     return this.serialize(async () => {
       await this.stopNow('request', opts.graceMs);
       await this.freshStart();
@@ -297,7 +298,14 @@ export class BotController extends BotMachine {
   // ---- internals -------------------------------------------------------
 
   private assertStartable(): void {
-    if (ACTIVE_STATES.has(this.current) || this.remains) throw Errors.accountLocked(this.account.name, this.account.brokerUsername, this.lease.facts(this.proc ?? this.remains));
+    const taken = this.taken();
+    if (taken) throw taken;
+  }
+
+  /** ACCOUNT_LOCKED while the bot is up, on its way, or its tree outlived SIGKILL; else null. */
+  private taken(): BotwardenError | null {
+    if (!ACTIVE_STATES.has(this.current) && !this.remains) return null;
+    return Errors.accountLocked(this.account.name, this.account.brokerUsername, this.lease.facts(this.proc ?? this.remains));
   }
 
   /** A stop asked for while another runs: a shorter grace (or force, 0) cuts the running one short. */
