@@ -145,6 +145,27 @@ export class BotController extends BotMachine {
     this.watch(inst, false);
   }
 
+  /**
+   * Boot: a tree of this account that outlived SIGKILL (under the last daemon, or just now at this
+   * boot) still holds the lock: FATAL (unkillable), shown, its lock kept until the tree is gone.
+   */
+  adoptRemains(lock: LockRow): void {
+    const inst: LiveInstance = {
+      instanceId: lock.instanceId ?? '',
+      pid: lock.pid ?? -1,
+      pgid: lock.pid ?? -1,
+      startTicks: lock.startTicks,
+      startedAt: lock.createdAt,
+      keyId: null,
+      logPath: this.logPath,
+      exited: new Promise<ExitStatus>(() => undefined),
+    };
+    this.lease.keep(lock, null);
+    this.remains = inst;
+    if (this.current !== 'fatal') this.changeState('fatal', { reason: 'unkillable' satisfies FatalReason, pid: inst.pid, instanceId: inst.instanceId });
+    this.watchRemains(inst);
+  }
+
   /** Boot: up when the last daemon went away, dead now. Unknown exit, so a failure. STOPPED -> BACKOFF or stays. */
   async recoverDead(): Promise<void> {
     if (!this.wasActive || this.proc) return;

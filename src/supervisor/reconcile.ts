@@ -57,6 +57,7 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
     const hold = setInterval(() => undefined, 1000);
     await Promise.all(leftovers).finally(() => clearInterval(hold));
   }
+  await holdRemains(b);
   await d.supervisor.sweepStaleLocks();
   // Bots that were up when the last daemon went away and are not any more: apply their restart policy.
   for (const bot of b.bots.values()) {
@@ -100,6 +101,23 @@ function endDeadInstance(b: Boot, inst: InstanceRow): Promise<void> | null {
     if (gone) recordExit(d, whileDown, { code: null, signal: forced ? 'SIGKILL' : null }, forced, { whileDaemonDown: true });
     else d.logger.error({ account: inst.account, instanceId: inst.id }, 'part of a dead bot outlived SIGKILL: its lock stays held until it is gone');
   });
+}
+
+/**
+ * A lock whose instance still has live processes that no bot took over: a tree that outlived
+ * SIGKILL (before the last daemon went away, or just now). Its bot shows it (FATAL, unkillable)
+ * and keeps the lock until it is gone, as a running daemon does (SPEC 14.7).
+ */
+async function holdRemains(b: Boot): Promise<void> {
+  for (const lock of await b.d.locks.list().catch(() => [])) {
+    if (!b.d.locks.isOurs(lock) || lock.instanceId === null || !b.host.lives(lock)) continue;
+    const bot = b.bots.get(lock.account);
+    if (bot && (bot.live || bot.lockToken !== null)) continue;
+    const owner = bot ?? b.d.supervisor.unconfigured(lock.account);
+    b.bots.set(lock.account, owner);
+    owner.adoptRemains(lock);
+    b.d.logger.error({ account: lock.account, instanceId: lock.instanceId }, 'part of a bot outlived SIGKILL: its lock stays held until it is gone');
+  }
 }
 
 /** A live bot of the last daemon: adopted (SQLite), or ended (PostgreSQL: no bot outlives its lease). */

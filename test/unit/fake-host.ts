@@ -5,7 +5,7 @@
  * Supervisor and reconcile run against them without a fork, a signal or a /proc read.
  */
 import { appendFileSync, statSync } from 'node:fs';
-import type { ManualClock } from '../../src/clock.js';
+import type { Clock, ManualClock } from '../../src/clock.js';
 import { Grace, type ExitStatus, type HookResult, type HookSpec, type InstanceIdentity, type NotifyEndpoint, type NotifyMessage, type ProcessHost, type SpawnSpec, type Spawned, type TerminateResult, type TerminateTarget, type TreeUsage, type Watched } from '../../src/host/host.js';
 import { SpawnError } from '../../src/host/fork.js';
 import { KILL_WAIT_MS } from '../../src/host/terminate.js';
@@ -59,24 +59,79 @@ export class FakeProc {
   }
 }
 
-export class FakeHost implements ProcessHost {
+/** The machine's processes, shared by every daemon that runs on it in a test (a reboot keeps them). */
+export class Machine {
   readonly procs: FakeProc[] = [];
   readonly spawned: SpawnSpec[] = [];
   readonly hooks: { account: string; aborted: boolean }[] = [];
-  private nextPid = 100_000;
-  private readonly behaviours = new Map<string, Behaviour>();
-  private readonly sockets = new Map<string, (m: NotifyMessage) => void>();
+  nextPid = 100_000;
+  readonly behaviours = new Map<string, Behaviour>();
   readonly oomKilled = new Set<number>();
+  /** Spawns that happened while a copy of the account was alive (the start gate was bypassed). */
+  readonly gateBreaches: string[] = [];
+}
 
-  constructor(readonly clock: ManualClock) {}
+/**
+ * One daemon's view of the machine. Once `crash()`ed (the daemon SIGKILLed), it hears of no exit
+ * and runs none of its timers any more: its processes live on for the next daemon to adopt.
+ */
+export class FakeHost implements ProcessHost {
+  readonly m: Machine;
+  /** The daemon's clock: the test's ManualClock, silenced once the daemon is dead. */
+  readonly clock: Clock;
+  private dead = false;
+  private readonly sockets = new Map<string, (m: NotifyMessage) => void>();
+
+  constructor(
+    readonly base: ManualClock,
+    machine?: Machine,
+  ) {
+    this.m = machine ?? new Machine();
+    const alive = () => !this.dead;
+    this.clock = {
+      now: () => base.now(),
+      mono: () => base.mono(),
+      setTimeout: (fn, ms) => base.setTimeout(() => alive() && fn(), ms),
+    };
+  }
+
+  get procs(): FakeProc[] {
+    return this.m.procs;
+  }
+
+  get spawned(): SpawnSpec[] {
+    return this.m.spawned;
+  }
+
+  get hooks(): { account: string; aborted: boolean }[] {
+    return this.m.hooks;
+  }
+
+  get oomKilled(): Set<number> {
+    return this.m.oomKilled;
+  }
+
+  get gateBreaches(): string[] {
+    return this.m.gateBreaches;
+  }
+
+  /** The daemon is SIGKILLed: no exit reaches it, none of its timers fires. */
+  crashDaemon(): void {
+    this.dead = true;
+  }
+
+  /** An exit as this daemon hears it (never, once it is dead). */
+  private heard<T>(p: Promise<T>): Promise<T> {
+    return new Promise((resolve) => void p.then((v) => !this.dead && resolve(v)));
+  }
 
   /** Scripts how this account's processes behave from their next spawn on. */
   behave(account: string, b: Partial<Behaviour>): void {
-    this.behaviours.set(account, { ...this.behaviourOf(account), ...b });
+    this.m.behaviours.set(account, { ...this.behaviourOf(account), ...b });
   }
 
   behaviourOf(account: string): Behaviour {
-    return this.behaviours.get(account) ?? OBEDIENT;
+    return this.m.behaviours.get(account) ?? OBEDIENT;
   }
 
   /** Live processes of an account (leaders, workers and copies). */
@@ -86,7 +141,7 @@ export class FakeHost implements ProcessHost {
 
   /** A copy started by hand, with the account's marker. */
   startCopy(account: string): FakeProc {
-    const pid = this.nextPid++;
+    const pid = this.m.nextPid++;
     const p = new FakeProc(pid, pid, this.ticks(), `copy-${pid}`, account, true, true);
     this.procs.push(p);
     return p;
@@ -94,10 +149,10 @@ export class FakeHost implements ProcessHost {
 
   /** A process of a previous daemon, as the boot finds it (an instance row's). */
   startOrphan(account: string, instanceId: string, workers = 0): FakeProc {
-    const pid = this.nextPid++;
+    const pid = this.m.nextPid++;
     const p = new FakeProc(pid, pid, this.ticks(), instanceId, account, true);
     this.procs.push(p);
-    for (let i = 0; i < workers; i++) this.procs.push(new FakeProc(this.nextPid++, pid, this.ticks(), instanceId, account, false));
+    for (let i = 0; i < workers; i++) this.procs.push(new FakeProc(this.m.nextPid++, pid, this.ticks(), instanceId, account, false));
     return p;
   }
 
@@ -118,23 +173,25 @@ export class FakeHost implements ProcessHost {
     const b = this.behaviourOf(account);
     if (b.spawnFails) return Promise.reject(new SpawnError(`spawn ${spec.command[0] ?? ''} ENOENT`));
     this.spawned.push(spec);
+    const copies = this.live(account).filter((p) => p.copy);
+    if (copies.length > 0) this.m.gateBreaches.push(`account ${account}: spawned beside copy pid ${copies.map((p) => p.pid).join(', ')}`);
     appendFileSync(spec.logPath, '');
     const logStart = statSync(spec.logPath).size;
-    const pid = this.nextPid++;
+    const pid = this.m.nextPid++;
     const leader = new FakeProc(pid, pid, this.ticks(), instanceId, account, true);
     this.procs.push(leader);
-    for (let i = 0; i < (b.workers ?? 0); i++) this.procs.push(new FakeProc(this.nextPid++, pid, this.ticks(), instanceId, account, false));
+    for (let i = 0; i < (b.workers ?? 0); i++) this.procs.push(new FakeProc(this.m.nextPid++, pid, this.ticks(), instanceId, account, false));
     if (b.crashAfterMs !== undefined) {
       const status = b.crashStatus ?? { code: 1, signal: null };
-      this.clock.setTimeout(() => leader.die(status), b.crashAfterMs);
+      this.base.setTimeout(() => leader.die(status), b.crashAfterMs);
     }
-    return Promise.resolve({ pid, pgid: pid, startTicks: leader.startTicks, exited: leader.exited, logStart });
+    return Promise.resolve({ pid, pgid: pid, startTicks: leader.startTicks, exited: this.heard(leader.exited), logStart });
   }
 
   watch(pid: number, startTicks: number | null): Watched {
     const p = this.procs.find((q) => q.pid === pid && (startTicks === null || q.startTicks === startTicks));
     // Not our child: its code went to its new parent.
-    return { exited: p ? p.exited.then(() => ({ code: null, signal: null })) : Promise.resolve({ code: null, signal: null }), hurry: () => undefined };
+    return { exited: this.heard(p ? p.exited.then(() => ({ code: null, signal: null })) : Promise.resolve({ code: null, signal: null })), hurry: () => undefined };
   }
 
   async terminate(t: TerminateTarget, signal: NodeJS.Signals, grace: Grace): Promise<TerminateResult> {
@@ -144,7 +201,7 @@ export class FakeHost implements ProcessHost {
     const b = this.behaviourOf(members[0]!.account);
     for (const p of members) {
       p.signals.push(signal);
-      if (b.onTerm === 'exit') this.clock.setTimeout(() => p.die({ code: null, signal }), b.termMs);
+      if (b.onTerm === 'exit') this.base.setTimeout(() => p.die({ code: null, signal }), b.termMs);
     }
     while (tree().length > 0 && !grace.over) await grace.sleep(Math.min(10, Math.max(1, grace.remaining())));
     if (tree().length === 0) return { forced: false, gone: true };
@@ -198,6 +255,6 @@ export class FakeHost implements ProcessHost {
   }
 
   private ticks(): number {
-    return Math.floor(this.clock.mono() / 10);
+    return Math.floor(this.base.mono() / 10);
   }
 }

@@ -73,18 +73,21 @@ export function config(accounts: Record<string, Record<string, unknown>>, extra:
 
 export async function world(accounts: Record<string, Record<string, unknown>>, o: { extra?: Record<string, unknown>; env?: NodeJS.ProcessEnv; from?: World } = {}): Promise<World> {
   const clock = o.from?.clock ?? new ManualClock();
-  const host = o.from?.host ?? new FakeHost(clock);
+  // A reboot: the last daemon is dead (it hears nothing more), its processes live on.
+  o.from?.host.crashDaemon();
+  const host = new FakeHost(clock, o.from?.host.m);
   const db = o.from?.db ?? openDatabase(':memory:');
   const logsDir = o.from?.logsDir ?? mkdtempSync(path.join(tmpdir(), 'botwarden-unit-'));
   const cfg = config(accounts, o.extra);
   const events = new EventStore(db, () => clock.now(), logger);
   const registry = new Registry(db);
   const locks = new SqliteLockBackend(db, () => clock.now());
+  const daemonClock = host.clock;
   const env = o.env ?? {};
   const keys = new KeyPool(cfg, env, locks, new KeyStats(db), () => clock.now());
   const gate = new FakeGate(host);
   const daemonId = `unit${Math.floor(Math.random() * 1e6)}`;
-  const sup = new Supervisor(cfg, { registry, events, locks, clock, logger, daemonId, holder: `${daemonId}@test`, logsDir, env, keys, host, gate });
+  const sup = new Supervisor(cfg, { registry, events, locks, clock: daemonClock, logger, daemonId, holder: `${daemonId}@test`, logsDir, env, keys, host, gate });
   const settle = async () => {
     for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
   };
@@ -108,6 +111,6 @@ export async function world(accounts: Record<string, Record<string, unknown>>, o
     reboot: async (next) => world(next ?? accounts, { ...o, from: w }),
     running: (account) => host.live(account).filter((p) => !p.copy),
   };
-  await reconcile({ supervisor: sup, registry, locks, events, logger, clock });
+  await reconcile({ supervisor: sup, registry, locks, events, logger, clock: daemonClock });
   return w;
 }
