@@ -13,7 +13,7 @@ import { configSecrets, loadConfigFile, ConfigError } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { effectiveListen, resolveSettings, type Flags, type Settings } from './config/settings.js';
 import { acquireDaemonLock, type DaemonLock } from './db/daemon-lock.js';
-import { SqliteLockBackend } from './db/locks.js';
+import { SqliteLockBackend, type LockBackend } from './db/locks.js';
 import { KeyStats } from './db/key-stats.js';
 import { Meta } from './db/meta.js';
 import { openDatabase, type DB } from './db/open.js';
@@ -93,8 +93,87 @@ export function assertSupportedPlatform(platform: string = process.platform, has
   );
 }
 
+type Server = Awaited<ReturnType<typeof buildServer>>;
+
+/** What the first step settles: where the daemon lives, what it reads, who logs and masks. */
+interface Basics {
+  opts: DaemonOptions;
+  settings: Settings;
+  secrets: SecretMask;
+  logger: Logger;
+  dotenv: Record<string, string>;
+  /** The .env file under the real environment: where config ${NAME}s and key values come from. */
+  secretEnv: NodeJS.ProcessEnv;
+  config: Config;
+  clock: Clock;
+  logsDir: string;
+  daemonLock: DaemonLock;
+}
+
+/** The stores: the database, the events, the locks (SQLite or PostgreSQL) and the keys. */
+interface Stores {
+  db: DB;
+  pg: PgMode | null;
+  token: string;
+  daemonId: string;
+  name: string;
+  events: EventStore;
+  registry: Registry;
+  locks: LockBackend;
+  keys: KeyPool;
+  /** The config changed: mask its secrets too. */
+  refreshSecrets(cfg: Config): void;
+}
+
+/** The machine's processes: the spawner, the exit polls, the kernel log, and the host over them. */
+interface Processes {
+  exits: ExitPoller;
+  spawner: Spawner;
+  oom: OomLog;
+  host: LinuxHost;
+}
+
+/** The services around the supervisor. */
+interface Services {
+  supervisor: Supervisor;
+  hunter: DuplicateHunter;
+  offsets: ClockService;
+  disk: DiskWatcher;
+  metrics: Metrics;
+  alerts: AlertService;
+  health: HealthService;
+}
+
 export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
   assertSupportedPlatform();
+  const b = basics(opts);
+  let stores: Stores | null = null;
+  try {
+    stores = await openStores(b);
+    const procs = startProcesses(b, stores);
+    const svc = startServices(b, stores, procs);
+    const r0 = performance.now();
+    await reconcile({ supervisor: svc.supervisor, registry: stores.registry, locks: stores.locks, events: stores.events, logger: b.logger, clock: b.clock });
+    const reconcileMs = performance.now() - r0;
+    const reloadConfig = reloader(b, stores, svc);
+    const { app, url, port } = await serve(b, stores, svc, reloadConfig);
+    const timers = startPeriodic(b, stores, svc, procs);
+    const shutdown = shutdownOf(b, stores, svc, procs, app, timers);
+    if (opts.handleSignals) handleSignals(b.logger, shutdown, reloadConfig);
+    announce(b, stores, { url, port, reconcileMs });
+    const { settings, logger } = b;
+    const { events, db, token, daemonId } = stores;
+    return { settings, supervisor: svc.supervisor, events, db, logger, token, address: { host: effectiveListen(settings, b.config).host, port }, url, daemonId, shutdown };
+  } catch (err) {
+    await stores?.pg?.close();
+    stores?.db.close();
+    b.daemonLock.release();
+    throw err;
+  }
+}
+
+/** Settings, the env file, the config, the data dir and its lock: nothing opened yet but the lock. */
+function basics(opts: DaemonOptions): Basics {
   const env = opts.env ?? process.env;
   const settings = resolveSettings(opts.flags ?? {}, env, opts.cwd);
   // Every secret the daemon holds, masked in all text that leaves it (SPEC 15): its log included.
@@ -104,259 +183,290 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
   const { dotenv, merged: secretEnv } = loadEnvFile(settings.envFile, env, logger);
   secrets.set(Object.values(dotenv));
   const config = opts.config ?? loadConfigFile(settings.configPath, secretEnv);
-  const listen = effectiveListen(settings, config);
-  const clock = opts.clock ?? realClock;
-
+  effectiveListen(settings, config); // a bad listen address fails here, before anything is opened
   mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
   const logsDir = path.join(settings.dataDir, 'logs');
   mkdirSync(logsDir, { recursive: true, mode: 0o700 });
   const daemonLock = acquireDaemonLock(settings.dataDir);
+  return { opts, settings, secrets, logger, dotenv, secretEnv, config, clock: opts.clock ?? realClock, logsDir, daemonLock };
+}
 
-  let db: DB | undefined;
+async function openStores(b: Basics): Promise<Stores> {
+  const { settings, config, logger, clock } = b;
+  const db = openDatabase(path.join(settings.dataDir, 'botwarden.db'));
   let pg: PgMode | null = null;
   try {
-    db = openDatabase(path.join(settings.dataDir, 'botwarden.db'));
     const { token } = ensureToken(settings.dataDir, settings.token);
     const daemonId = randomUUID().slice(0, 8);
     const name = config.daemon.name ?? hostname();
-    const holder = `${daemonId}@${hostname()}`;
     const group = new CommitGroup(db, (err) => logger.error({ err }, 'a group commit failed: the writes of that turn are lost (their events are counted)'));
     const events = new EventStore(db, () => clock.now(), logger.child({ module: 'events' }), group);
-    const registry = new Registry(db);
     // Loaded only in PostgreSQL mode: pg is ~10 MB the SQLite daemon never needs.
-    pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger, dataDir: settings.dataDir, bootClock: opts.bootClock }) : null;
+    pg = config.lock.backend === 'postgres' ? await (await import('./pg-mode.js')).openPgMode(config, { holderId: `${name}/${daemonId}`, name, host: hostname(), logger, dataDir: settings.dataDir, bootClock: b.opts.bootClock }) : null;
     const locks = pg?.locks ?? new SqliteLockBackend(db, () => clock.now());
-    const keys = new KeyPool(config, secretEnv, locks, new KeyStats(db), () => clock.now());
+    const keys = new KeyPool(config, b.secretEnv, locks, new KeyStats(db), () => clock.now());
     // Masked: key values, the API token and the named ones (SPEC 18), webhook URLs and chat ids, the database password, every .env value.
     const refreshSecrets = (cfg: Config) => {
-      keys.setOtherSecrets([token, ...configSecrets(cfg), ...Object.values(dotenv)]);
-      secrets.set(keys.secretValues());
+      keys.setOtherSecrets([token, ...configSecrets(cfg), ...Object.values(b.dotenv)]);
+      b.secrets.set(keys.secretValues());
     };
     refreshSecrets(config);
-    events.setMask(secrets.fn);
-    // Bots are watched by an identity poll when no spawner of ours reaps them (adopted, or their spawner died).
-    // Exits found together (a shutdown) are recorded in one commit.
-    const exits = new ExitPoller(clock, undefined, () => events.begin());
-    const spawner = new Spawner((pid, startTicks) => exits.watch(pid, startTicks), logger.child({ module: 'spawner' }), () => events.begin());
-    // The kernel log tells an OOM kill from another SIGKILL (lastExit.cause); unreadable: never `oom`.
-    const oom = new OomLog();
-    oom.open();
-    const host = new LinuxHost(clock, { spawn: spawner.spawn, exits, oom });
-    // What a nonce trip's diagnosis asks (SPEC 17): the clock offset, the processes holding the key.
-    const nonceFacts: NonceFacts = {
-      offset: async (broker) => {
-        const last = offsets.get(broker);
-        // Fresh enough (measured at the first error of the window, or on the timer): no new round trip.
-        if (last?.at && Date.now() - Date.parse(last.at) < 60_000 && last.error === null) return last;
-        return Promise.race([offsets.checkNow(broker), new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000).unref())]);
-      },
-      maxOffsetMs: () => supervisor.currentConfig().clock.maxOffsetMs,
-      holders: (keyId, own) => hunter.keyHolders(keyId, own),
-      duplicatesFound: () => hunter.scanNow(),
-    };
-    const supervisor: Supervisor = new Supervisor(config, {
-      nonceFacts,
-      host,
-      // The duplicate hunter is made below (it needs the supervisor): the gate forwards to it.
-      gate: { clearBeforeStart: (account): Promise<void> => hunter.clearBeforeStart(account) },
-      registry,
-      events,
-      locks,
-      clock,
-      logger,
-      daemonId,
-      holder,
-      logsDir,
-      // SPEC 18: the variables of auth.tokens are the API's, never a bot's.
-      env: withoutTokenVariables(env, config),
-      dotenv,
-      keys,
-      scope: settings.scope,
-      ...(pg ? { wrapCommand: pg.wrapCommand } : {}),
-    });
-    pg?.attach(supervisor, events);
-    // This machine's clock against the exchanges' (SPEC 17): measured every checkIntervalMs and on a nonce error.
-    const offsets = new ClockService(() => supervisor.currentConfig());
-    const hunter: DuplicateHunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock, settings.scope ?? null);
-    hunter.spare(() => [spawner.pid, pg?.watchdogPid]);
-    hunter.watchKeys(keys);
-    // The clock is measured at once on a nonce error (rate-limited per exchange), so a trip finds it fresh.
-    events.subscribe((e) => {
-      if (e.type !== 'nonce.error' || typeof e.account !== 'string') return;
-      const a = supervisor.currentConfig().accounts.get(e.account);
-      const broker = a ? brokerOf(a) : null;
-      if (broker) void offsets.checkNow(broker);
-    });
-    const startedAt = clock.now();
-    const disk = new DiskWatcher(settings.dataDir, () => supervisor.currentConfig().daemon.minFreeBytes, events, logger.child({ module: 'disk' }));
-    disk.check();
-    const metrics = new Metrics({ supervisor, keys, events, version: VERSION, pg: pg?.locks ?? null, clock: offsets });
-    const alerts = new AlertService(config, {
-      outbox: new AlertOutbox(db),
-      logger: logger.child({ module: 'alerts' }),
-      daemonName: name,
-      enrich: (e) => fatalFacts(supervisor, secrets.fn, e),
-      mask: secrets.fn,
-      onResult: (alert, outcome) => metrics.alertsSent.inc({ alert, outcome }),
-    });
-    events.setOutbox(alerts);
-    const health = new HealthService({
-      meta: new Meta(db),
-      events,
-      locks,
-      daemonLock,
-      supervisor,
-      version: VERSION,
-      startedAt,
-      now: () => clock.now(),
-      extraChecks: async () => [
-        duplicatesCheck(hunter),
-        await keysCheck(keys),
-        alertsCheck(alerts),
-        disk.healthCheck(),
-        clockCheck(offsets.list().offsets, supervisor.currentConfig().clock.maxOffsetMs),
-        ...(pg ? [pg.healthCheck()] : []),
-      ],
-    });
-
-    const suspects = new SuspectScanner(events, () => keys.secretValues());
-    supervisor.onLine((account, line) => suspects.onLine(account, line));
-
-    events.prune(config.daemon.events);
-    const r0 = performance.now();
-    await reconcile({ supervisor, registry, locks, events, logger, clock });
-    const reconcileMs = performance.now() - r0;
-
-    // Synchronous from reading to applying, so two reloads can never interleave.
-    const reloadConfig = async (): Promise<{ accounts: string[] }> => {
-      if (opts.config && !existsSync(settings.configPath)) throw Errors.badRequest('This daemon was given its config as an object; there is no file to reload.');
-      let next;
-      try {
-        next = loadConfigFile(settings.configPath, secretEnv);
-      } catch (err) {
-        if (err instanceof ConfigError) throw Errors.invalidConfig(err.problems);
-        throw err;
-      }
-      if (JSON.stringify(next.daemon) !== JSON.stringify(supervisor.currentConfig().daemon)) {
-        logger.warn('the daemon section changed: listen, intervals, allowedHosts and retention take effect at the next daemon start');
-      }
-      supervisor.applyConfig(next);
-      alerts.setConfig(next);
-      refreshSecrets(next);
-      logger.info({ accounts: [...next.accounts.keys()] }, 'config reloaded');
-      return { accounts: [...next.accounts.keys()] };
-    };
-
-    const app = await buildServer({
-      clock: offsets,
-      supervisor,
-      keys,
-      events,
-      health,
-      token,
-      listenHost: listen.host,
-      allowedHosts: config.daemon.allowedHosts,
-      logger,
-      version: VERSION,
-      reloadConfig,
-      leases: () => pg?.locks.leases() ?? [],
-      metrics,
-      alerts,
-      mask: secrets.fn,
-      // SPEC 18: named tokens and roles (a reload takes effect at once), the client address behind a proxy.
-      roleTokens: () => namedTokens(supervisor.currentConfig()),
-      trustProxy: config.daemon.trustProxy,
-      now: () => clock.mono(),
-    });
-    await app.listen({ host: listen.host, port: listen.port });
-    const addr = app.server.address();
-    const port = typeof addr === 'object' && addr ? addr.port : listen.port;
-    const urlHost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
-    const url = `http://${urlHost === '0.0.0.0' ? '127.0.0.1' : urlHost}:${port}`;
-
-    const timers: NodeJS.Timeout[] = [];
-    const every = (ms: number, fn: () => void) => {
-      const t = setInterval(fn, ms);
-      t.unref();
-      timers.push(t);
-    };
-    every(config.daemon.healthIntervalMs, () => {
-      disk.check();
-      void health.snapshot().then((snap) => events.emit('health', { ...snap }));
-    });
-    every(60_000, () => events.prune(supervisor.currentConfig().daemon.events));
-    spawner.warm();
-    hunter.start(config.daemon.scanIntervalMs);
-    offsets.start();
-    alerts.start();
-    const sweepLog = new FailureLog(logger, 'stale lock sweep', () => clock.now());
-    every(config.daemon.scanIntervalMs, () => {
-      supervisor.sweepStaleLocks().then(
-        () => sweepLog.ok(),
-        (err: unknown) => sweepLog.failed(err),
-      );
-    });
-
-    let shuttingDown: Promise<void> | null = null;
-    const shutdown = (mode?: ShutdownMode): Promise<void> => {
-      shuttingDown ??= (async () => {
-        const m: ShutdownMode = mode ?? (settings.leaveRunning ? 'leave-running' : supervisor.currentConfig().daemon.onShutdown);
-        events.emit('daemon.stopping', { mode: m });
-        logger.info({ mode: m }, 'daemon stopping');
-        for (const t of timers) clearInterval(t);
-        await hunter.close();
-        await supervisor.shutdown(m);
-        spawner.close();
-        alerts.stop();
-        offsets.stop();
-        await app.close();
-        rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
-        health.close();
-        exits.close();
-        oom.close();
-        await pg?.close();
-        events.flush();
-        db?.close();
-        daemonLock.release();
-        logger.info('daemon stopped');
-        logger.flush?.();
-      })();
-      return shuttingDown;
-    };
-
-    if (opts.handleSignals) {
-      const onSignal = (sig: NodeJS.Signals) => {
-        logger.info({ signal: sig }, 'signal received');
-        void shutdown().then(
-          () => process.exit(0),
-          (err: unknown) => {
-            logger.error({ err }, 'shutdown failed');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-      process.on('SIGHUP', () => {
-        reloadConfig().catch((err: unknown) => logger.error({ err }, 'config reload refused; nothing changed'));
-      });
-    }
-
-    // The address file says "ready" to the CLI and to service scripts: only once the signal handlers
-    // are in place (a SIGHUP or SIGTERM sent on seeing it must reach them, not Node's default).
-    writeFileSync(path.join(settings.dataDir, 'daemon.json'), JSON.stringify({ pid: process.pid, url, host: listen.host, port, daemonId, version: VERSION }, null, 2) + '\n', { mode: 0o600 });
-    events.emit('daemon.started', { pid: process.pid, version: VERSION, url, daemonId, name });
-    logger.info(
-      { url, dataDir: settings.dataDir, config: config.source, accounts: [...config.accounts.keys()], startupMs: Math.round(performance.now()), reconcileMs: Math.round(reconcileMs) },
-      'botwarden listening',
-    );
-    return { settings, supervisor, events, db, logger, token, address: { host: listen.host, port }, url, daemonId, shutdown };
+    events.setMask(b.secrets.fn);
+    return { db, pg, token, daemonId, name, events, registry: new Registry(db), locks, keys, refreshSecrets };
   } catch (err) {
     await pg?.close();
-    db?.close();
-    daemonLock.release();
+    db.close();
     throw err;
   }
+}
+
+function startProcesses(b: Basics, s: Stores): Processes {
+  // Bots are watched by an identity poll when no spawner of ours reaps them (adopted, or their spawner died).
+  // Exits found together (a shutdown) are recorded in one commit.
+  const exits = new ExitPoller(b.clock, undefined, () => s.events.begin());
+  const spawner = new Spawner((pid, startTicks) => exits.watch(pid, startTicks), b.logger.child({ module: 'spawner' }), () => s.events.begin());
+  // The kernel log tells an OOM kill from another SIGKILL (lastExit.cause); unreadable: never `oom`.
+  const oom = new OomLog();
+  oom.open();
+  return { exits, spawner, oom, host: new LinuxHost(b.clock, { spawn: spawner.spawn, exits, oom }) };
+}
+
+function startServices(b: Basics, s: Stores, p: Processes): Services {
+  const { config, logger, clock, settings } = b;
+  const { events, keys, pg } = s;
+  // What a nonce trip's diagnosis asks (SPEC 17): the clock offset, the processes holding the key.
+  const nonceFacts: NonceFacts = {
+    offset: async (broker) => {
+      const last = offsets.get(broker);
+      // Fresh enough (measured at the first error of the window, or on the timer): no new round trip.
+      if (last?.at && Date.now() - Date.parse(last.at) < 60_000 && last.error === null) return last;
+      return Promise.race([offsets.checkNow(broker), new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000).unref())]);
+    },
+    maxOffsetMs: () => supervisor.currentConfig().clock.maxOffsetMs,
+    holders: (keyId, own) => hunter.keyHolders(keyId, own),
+    duplicatesFound: () => hunter.scanNow(),
+  };
+  const supervisor: Supervisor = new Supervisor(config, {
+    nonceFacts,
+    host: p.host,
+    // The duplicate hunter is made below (it needs the supervisor): the gate forwards to it.
+    gate: { clearBeforeStart: (account): Promise<void> => hunter.clearBeforeStart(account) },
+    registry: s.registry,
+    events,
+    locks: s.locks,
+    clock,
+    logger,
+    daemonId: s.daemonId,
+    holder: `${s.daemonId}@${hostname()}`,
+    logsDir: b.logsDir,
+    // SPEC 18: the variables of auth.tokens are the API's, never a bot's.
+    env: withoutTokenVariables(b.opts.env ?? process.env, config),
+    dotenv: b.dotenv,
+    keys,
+    scope: settings.scope,
+    ...(pg ? { wrapCommand: pg.wrapCommand } : {}),
+  });
+  pg?.attach(supervisor, events);
+  // This machine's clock against the exchanges' (SPEC 17): measured every checkIntervalMs and on a nonce error.
+  const offsets = new ClockService(() => supervisor.currentConfig());
+  const hunter: DuplicateHunter = new DuplicateHunter(supervisor, events, logger.child({ module: 'duplicates' }), () => keys.secretValues(), clock, settings.scope ?? null);
+  hunter.spare(() => [p.spawner.pid, pg?.watchdogPid]);
+  hunter.watchKeys(keys);
+  // The clock is measured at once on a nonce error (rate-limited per exchange), so a trip finds it fresh.
+  events.subscribe((e) => {
+    if (e.type !== 'nonce.error' || typeof e.account !== 'string') return;
+    const a = supervisor.currentConfig().accounts.get(e.account);
+    const broker = a ? brokerOf(a) : null;
+    if (broker) void offsets.checkNow(broker);
+  });
+  const suspects = new SuspectScanner(events, () => keys.secretValues());
+  supervisor.onLine((account, line) => suspects.onLine(account, line));
+  return { supervisor, hunter, offsets, ...observers(b, s, supervisor, hunter, offsets) };
+}
+
+/** What watches the daemon itself: the disk, the metrics, the alerts and /health. */
+function observers(b: Basics, s: Stores, supervisor: Supervisor, hunter: DuplicateHunter, offsets: ClockService): Pick<Services, 'disk' | 'metrics' | 'alerts' | 'health'> {
+  const { config, logger, clock, settings } = b;
+  const { events, keys, pg } = s;
+  const disk = new DiskWatcher(settings.dataDir, () => supervisor.currentConfig().daemon.minFreeBytes, events, logger.child({ module: 'disk' }));
+  disk.check();
+  const metrics = new Metrics({ supervisor, keys, events, version: VERSION, pg: pg?.locks ?? null, clock: offsets });
+  const alerts = new AlertService(config, {
+    outbox: new AlertOutbox(s.db),
+    logger: logger.child({ module: 'alerts' }),
+    daemonName: s.name,
+    enrich: (e) => fatalFacts(supervisor, b.secrets.fn, e),
+    mask: b.secrets.fn,
+    onResult: (alert, outcome) => metrics.alertsSent.inc({ alert, outcome }),
+  });
+  events.setOutbox(alerts);
+  const health = new HealthService({
+    meta: new Meta(s.db),
+    events,
+    locks: s.locks,
+    daemonLock: b.daemonLock,
+    supervisor,
+    version: VERSION,
+    startedAt: clock.now(),
+    now: () => clock.now(),
+    extraChecks: async () => [
+      duplicatesCheck(hunter),
+      await keysCheck(keys),
+      alertsCheck(alerts),
+      disk.healthCheck(),
+      clockCheck(offsets.list().offsets, supervisor.currentConfig().clock.maxOffsetMs),
+      ...(pg ? [pg.healthCheck()] : []),
+    ],
+  });
+  events.prune(config.daemon.events);
+  return { disk, metrics, alerts, health };
+}
+
+/** A reload: synchronous from reading to applying, so two reloads can never interleave. */
+function reloader(b: Basics, s: Stores, svc: Services): () => Promise<{ accounts: string[] }> {
+  const { settings, logger } = b;
+  return async () => {
+    if (b.opts.config && !existsSync(settings.configPath)) throw Errors.badRequest('This daemon was given its config as an object; there is no file to reload.');
+    let next;
+    try {
+      next = loadConfigFile(settings.configPath, b.secretEnv);
+    } catch (err) {
+      if (err instanceof ConfigError) throw Errors.invalidConfig(err.problems);
+      throw err;
+    }
+    if (JSON.stringify(next.daemon) !== JSON.stringify(svc.supervisor.currentConfig().daemon)) {
+      logger.warn('the daemon section changed: listen, intervals, allowedHosts and retention take effect at the next daemon start');
+    }
+    svc.supervisor.applyConfig(next);
+    svc.alerts.setConfig(next);
+    s.refreshSecrets(next);
+    logger.info({ accounts: [...next.accounts.keys()] }, 'config reloaded');
+    return { accounts: [...next.accounts.keys()] };
+  };
+}
+
+async function serve(b: Basics, s: Stores, svc: Services, reloadConfig: () => Promise<{ accounts: string[] }>): Promise<{ app: Server; url: string; port: number }> {
+  const listen = effectiveListen(b.settings, b.config);
+  const { supervisor } = svc;
+  const app = await buildServer({
+    clock: svc.offsets,
+    supervisor,
+    keys: s.keys,
+    events: s.events,
+    health: svc.health,
+    token: s.token,
+    listenHost: listen.host,
+    allowedHosts: b.config.daemon.allowedHosts,
+    logger: b.logger,
+    version: VERSION,
+    reloadConfig,
+    leases: () => s.pg?.locks.leases() ?? [],
+    metrics: svc.metrics,
+    alerts: svc.alerts,
+    mask: b.secrets.fn,
+    // SPEC 18: named tokens and roles (a reload takes effect at once), the client address behind a proxy.
+    roleTokens: () => namedTokens(supervisor.currentConfig()),
+    trustProxy: b.config.daemon.trustProxy,
+    now: () => b.clock.mono(),
+  });
+  await app.listen({ host: listen.host, port: listen.port });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : listen.port;
+  const urlHost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  return { app, url: `http://${urlHost === '0.0.0.0' ? '127.0.0.1' : urlHost}:${port}`, port };
+}
+
+/** Health snapshots, event pruning, the hunter's scans, clock checks, alert delivery, the stale-lock sweep. */
+function startPeriodic(b: Basics, s: Stores, svc: Services, p: Processes): NodeJS.Timeout[] {
+  const { config, logger, clock } = b;
+  const { supervisor } = svc;
+  const timers: NodeJS.Timeout[] = [];
+  const every = (ms: number, fn: () => void) => {
+    const t = setInterval(fn, ms);
+    t.unref();
+    timers.push(t);
+  };
+  every(config.daemon.healthIntervalMs, () => {
+    svc.disk.check();
+    void svc.health.snapshot().then((snap) => s.events.emit('health', { ...snap }));
+  });
+  every(60_000, () => s.events.prune(supervisor.currentConfig().daemon.events));
+  p.spawner.warm();
+  svc.hunter.start(config.daemon.scanIntervalMs);
+  svc.offsets.start();
+  svc.alerts.start();
+  const sweepLog = new FailureLog(logger, 'stale lock sweep', () => clock.now());
+  every(config.daemon.scanIntervalMs, () => {
+    supervisor.sweepStaleLocks().then(
+      () => sweepLog.ok(),
+      (err: unknown) => sweepLog.failed(err),
+    );
+  });
+  return timers;
+}
+
+/** The one shutdown (a second call gets the first's promise): bots first, then everything in reverse. */
+function shutdownOf(b: Basics, s: Stores, svc: Services, p: Processes, app: Pick<Server, 'close'>, timers: NodeJS.Timeout[]): (mode?: ShutdownMode) => Promise<void> {
+  const { settings, logger } = b;
+  let shuttingDown: Promise<void> | null = null;
+  return (mode?: ShutdownMode): Promise<void> => {
+    shuttingDown ??= (async () => {
+      const m: ShutdownMode = mode ?? (settings.leaveRunning ? 'leave-running' : svc.supervisor.currentConfig().daemon.onShutdown);
+      s.events.emit('daemon.stopping', { mode: m });
+      logger.info({ mode: m }, 'daemon stopping');
+      for (const t of timers) clearInterval(t);
+      await svc.hunter.close();
+      await svc.supervisor.shutdown(m);
+      p.spawner.close();
+      svc.alerts.stop();
+      svc.offsets.stop();
+      await app.close();
+      rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
+      svc.health.close();
+      p.host.close();
+      p.oom.close();
+      await s.pg?.close();
+      s.events.flush();
+      s.db.close();
+      b.daemonLock.release();
+      logger.info('daemon stopped');
+      logger.flush?.();
+    })();
+    return shuttingDown;
+  };
+}
+
+function handleSignals(logger: Logger, shutdown: (mode?: ShutdownMode) => Promise<void>, reloadConfig: () => Promise<unknown>): void {
+  const onSignal = (sig: NodeJS.Signals) => {
+    logger.info({ signal: sig }, 'signal received');
+    void shutdown().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => {
+    reloadConfig().catch((err: unknown) => logger.error({ err }, 'config reload refused; nothing changed'));
+  });
+}
+
+/**
+ * The address file says "ready" to the CLI and to service scripts: written only once the signal
+ * handlers are in place (a SIGHUP or SIGTERM sent on seeing it must reach them, not Node's default).
+ */
+function announce(b: Basics, s: Stores, o: { url: string; port: number; reconcileMs: number }): void {
+  const { settings, config, logger } = b;
+  const host = effectiveListen(settings, config).host;
+  writeFileSync(path.join(settings.dataDir, 'daemon.json'), JSON.stringify({ pid: process.pid, url: o.url, host, port: o.port, daemonId: s.daemonId, version: VERSION }, null, 2) + '\n', { mode: 0o600 });
+  s.events.emit('daemon.started', { pid: process.pid, version: VERSION, url: o.url, daemonId: s.daemonId, name: s.name });
+  logger.info(
+    { url: o.url, dataDir: settings.dataDir, config: config.source, accounts: [...config.accounts.keys()], startupMs: Math.round(performance.now()), reconcileMs: Math.round(o.reconcileMs) },
+    'botwarden listening',
+  );
 }
 
 /**

@@ -33,6 +33,51 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   return parseConfig(doc.toJS() ?? {}, { source: file, baseDir: path.dirname(path.resolve(file)), env });
 }
 
+/** The checks of one account the schema cannot make (regular expressions, cron, cross references). */
+function accountProblems(at: string, acc: Record<string, unknown>, keyIds: object, keyVars: Set<string>, tokenVars: Set<string>): string[] {
+  const out: string[] = [];
+  if (typeof acc.match === 'string') {
+    try {
+      new RegExp(acc.match);
+    } catch (err) {
+      out.push(`${at}/match: not a valid regular expression (${(err as Error).message})`);
+    }
+  }
+  const patterns: unknown = isObject(acc.nonceErrors) ? acc.nonceErrors.patterns : undefined;
+  for (const [i, spec] of (Array.isArray(patterns) ? patterns : []).entries()) {
+    if (typeof spec !== 'string' || (NONCE_PRESET_NAMES as readonly string[]).includes(spec)) continue;
+    try {
+      new RegExp(spec);
+    } catch (err) {
+      out.push(`${at}/nonceErrors/patterns/${i}: neither a preset (${NONCE_PRESET_NAMES.join(', ')}) nor a valid regular expression (${(err as Error).message})`);
+    }
+  }
+  const r = acc.restart;
+  if (isObject(r) && typeof r.maxBackoffMs === 'number' && typeof r.backoffMs === 'number' && r.maxBackoffMs < r.backoffMs) {
+    out.push(`${at}/restart/maxBackoffMs: must be >= backoffMs (${r.backoffMs})`);
+  }
+  if (isObject(r) && typeof r.schedule === 'string') {
+    const bad = cronProblem(r.schedule);
+    if (bad) out.push(`${at}/restart/schedule: not a cron expression (${bad})`);
+  }
+  const lv = acc.liveness;
+  if (isObject(lv) && lv.watchdogMs !== undefined && lv.notify !== true) out.push(`${at}/liveness/watchdogMs: needs notify: true (WATCHDOG=1 comes over NOTIFY_SOCKET)`);
+  const pool: unknown = isObject(acc.keys) ? acc.keys.pool : undefined;
+  for (const [i, keyId] of (Array.isArray(pool) ? pool : []).entries()) {
+    if (typeof keyId === 'string' && !(keyId in keyIds)) out.push(`${at}/keys/pool/${i}: unknown key '${keyId}' (not in keys)`);
+  }
+  for (const name of Object.keys(isObject(acc.env) ? acc.env : {})) {
+    if (name.startsWith('BOTWARDEN_')) out.push(`${at}/env/${name}: BOTWARDEN_* variables are set by the daemon`);
+  }
+  for (const [i, name] of (Array.isArray(acc.passEnv) ? acc.passEnv : []).entries()) {
+    if (typeof name !== 'string') continue;
+    if (name.startsWith('BOTWARDEN_')) out.push(`${at}/passEnv/${i}: BOTWARDEN_* variables are never passed to a bot`);
+    else if (keyVars.has(name)) out.push(`${at}/passEnv/${i}: ${name} is a key variable; a bot gets only the pair it leased, under keys.envKey / keys.envSecret`);
+    else if (tokenVars.has(name)) out.push(`${at}/passEnv/${i}: ${name} holds an API token (auth.tokens); it is never passed to a bot`);
+  }
+  return out;
+}
+
 /** Validates a config object (the injectable source: tests pass objects). */
 export function parseConfig(raw: unknown, opts: { source?: string | null; baseDir: string; env?: NodeJS.ProcessEnv }): Config {
   const source = opts.source ?? null;
@@ -71,45 +116,7 @@ export function parseConfig(raw: unknown, opts: { source?: string | null; baseDi
     const at = `/accounts/${id}`;
     if (!ACCOUNT_ID_RE.test(id)) problems.push(`${at}: account id must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`);
     if (!isObject(acc)) continue;
-    if (typeof acc.match === 'string') {
-      try {
-        new RegExp(acc.match);
-      } catch (err) {
-        problems.push(`${at}/match: not a valid regular expression (${(err as Error).message})`);
-      }
-    }
-    const patterns: unknown = isObject(acc.nonceErrors) ? acc.nonceErrors.patterns : undefined;
-    for (const [i, spec] of (Array.isArray(patterns) ? patterns : []).entries()) {
-      if (typeof spec !== 'string' || (NONCE_PRESET_NAMES as readonly string[]).includes(spec)) continue;
-      try {
-        new RegExp(spec);
-      } catch (err) {
-        problems.push(`${at}/nonceErrors/patterns/${i}: neither a preset (${NONCE_PRESET_NAMES.join(', ')}) nor a valid regular expression (${(err as Error).message})`);
-      }
-    }
-    const r = acc.restart;
-    if (isObject(r) && typeof r.maxBackoffMs === 'number' && typeof r.backoffMs === 'number' && r.maxBackoffMs < r.backoffMs) {
-      problems.push(`${at}/restart/maxBackoffMs: must be >= backoffMs (${r.backoffMs})`);
-    }
-    if (isObject(r) && typeof r.schedule === 'string') {
-      const bad = cronProblem(r.schedule);
-      if (bad) problems.push(`${at}/restart/schedule: not a cron expression (${bad})`);
-    }
-    const lv = acc.liveness;
-    if (isObject(lv) && lv.watchdogMs !== undefined && lv.notify !== true) problems.push(`${at}/liveness/watchdogMs: needs notify: true (WATCHDOG=1 comes over NOTIFY_SOCKET)`);
-    const pool: unknown = isObject(acc.keys) ? acc.keys.pool : undefined;
-    for (const [i, keyId] of (Array.isArray(pool) ? pool : []).entries()) {
-      if (typeof keyId === 'string' && !(keyId in keyIds)) problems.push(`${at}/keys/pool/${i}: unknown key '${keyId}' (not in keys)`);
-    }
-    for (const name of Object.keys(isObject(acc.env) ? acc.env : {})) {
-      if (name.startsWith('BOTWARDEN_')) problems.push(`${at}/env/${name}: BOTWARDEN_* variables are set by the daemon`);
-    }
-    for (const [i, name] of (Array.isArray(acc.passEnv) ? acc.passEnv : []).entries()) {
-      if (typeof name !== 'string') continue;
-      if (name.startsWith('BOTWARDEN_')) problems.push(`${at}/passEnv/${i}: BOTWARDEN_* variables are never passed to a bot`);
-      else if (keyVars.has(name)) problems.push(`${at}/passEnv/${i}: ${name} is a key variable; a bot gets only the pair it leased, under keys.envKey / keys.envSecret`);
-      else if (tokenVars.has(name)) problems.push(`${at}/passEnv/${i}: ${name} holds an API token (auth.tokens); it is never passed to a bot`);
-    }
+    problems.push(...accountProblems(at, acc, keyIds, keyVars, tokenVars));
     const cwd = typeof acc.cwd === 'string' ? path.resolve(opts.baseDir, acc.cwd) : null;
     if (cwd !== null) problems.push(...runnableProblems(at, cwd, acc.command, isObject(acc.env) && typeof acc.env.PATH === 'string' ? acc.env.PATH : env.PATH));
     if (problems.length === 0 && cwd !== null) {

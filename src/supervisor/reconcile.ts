@@ -58,7 +58,8 @@ export async function reconcile(d: ReconcileDeps): Promise<{ adopted: string[]; 
     await Promise.all(leftovers).finally(() => clearInterval(hold));
   }
   await holdRemains(b);
-  await d.supervisor.sweepStaleLocks();
+  // The lock backend may be down (PostgreSQL): the periodic sweep tries again.
+  await d.supervisor.sweepStaleLocks().catch((err: unknown) => d.logger.warn({ err }, 'stale locks could not be swept at boot'));
   // Bots that were up when the last daemon went away and are not any more: apply their restart policy.
   for (const bot of b.bots.values()) {
     await bot.recoverDead().catch((err: unknown) => d.logger.error({ err, account: bot.id }, 'could not restart a bot found dead at boot; it stays stopped'));
