@@ -2,7 +2,6 @@
  * The instance registry and the persisted bot state: what the next daemon
  * reads to re-adopt bots after a crash. Written before acting (intent first).
  */
-import type { BotState } from '../supervisor/states.js';
 import type { DB } from './open.js';
 
 /**
@@ -26,7 +25,8 @@ export interface LastExit {
 
 export interface BotRow {
   account: string;
-  state: BotState;
+  /** A bot state (supervisor/states.ts): stored as the controller gives it, never judged here. */
+  state: string;
   instanceId: string | null;
   restarts: number;
   keyId: string | null;
@@ -113,7 +113,7 @@ export class Registry {
 
 interface BotDbRow {
   account: string;
-  state: BotState;
+  state: string;
   instance_id: string | null;
   restarts: number;
   key_id: string | null;

@@ -75,10 +75,13 @@ export class BotController extends BotMachine {
   ) {
     super(account.id, deps.logger.child({ account: account.id }), deps.events, deps.registry, deps.clock);
     this.lease = new AccountLease(deps, () => this.account);
-    this.output = new BotOutput(() => this.account, deps, this.log, deps.clock, () => this.lease.keyId, () => {
-      const inst = this.proc;
-      if (inst) this.serialize(() => this.rotate(inst)).catch((err: unknown) => this.log.error({ err }, 'key rotation failed'));
-    });
+    this.output = new BotOutput(this, deps, this.log, deps.clock);
+  }
+
+  /** The nonce breaker tripped (OutputOwner): the bot is stopped and, by the diagnosis, its key rotated. */
+  tripped(): void {
+    const inst = this.proc;
+    if (inst) this.serialize(() => this.rotate(inst)).catch((err: unknown) => this.log.error({ err }, 'key rotation failed'));
   }
 
   get live(): LiveInstance | null { return this.proc; }
@@ -106,8 +109,7 @@ export class BotController extends BotMachine {
   view(): BotView {
     const { id, name, broker, brokerUsername } = this.account;
     const p = this.proc;
-    const b = this.output.breaker;
-    const nonceErrors = { inWindow: b.inWindow(), total: b.total };
+    const nonceErrors = this.output.nonceErrors();
     const w = this.watcher;
     w?.refresh();
     return { account: id, name, broker, brokerUsername, configured: this.configured, state: this.current, pid: p?.pid ?? null, instanceId: p?.instanceId ?? null, startedAt: p?.startedAt ?? null,
@@ -248,7 +250,7 @@ export class BotController extends BotMachine {
 
   updateAccount(account: Account): void {
     this.account = account;
-    this.output.breaker.configure(account.nonceErrors);
+    this.output.configure(account.nonceErrors);
   }
 
   // ---- key rotation ------------------------------------------------------
@@ -269,7 +271,7 @@ export class BotController extends BotMachine {
       this.changeState('stopping', { reason: 'clock' satisfies StopReason, pid: inst.pid, keyId: from, actor: 'system:breaker' });
       if (!(await this.end(inst, this.account.stop.graceMs, { cause: 'stopped', reason: 'clock' }))) return this.holdUnkillable(inst);
       await this.lease.release();
-      this.output.breaker.reset();
+      this.output.resetBreaker();
       // STOPPING -> FATAL (clock)
       this.changeState('fatal', { reason: 'clock' satisfies FatalReason, keyId: from, message: d.evidence });
       return;
@@ -285,7 +287,7 @@ export class BotController extends BotMachine {
     if (from !== null) {
       this.deps.events.emit('key.rotated', { account: this.id, from, to, cause: d.cause, ...(rejected ? { rejected: true } : { cooldownUntil: new Date(coolUntil).toISOString() }), actor: 'system:breaker' });
     }
-    this.output.breaker.reset();
+    this.output.resetBreaker();
     if (to === null) {
       await this.lease.release();
       this.changeState('fatal', { reason: (from === null ? 'nonce-errors' : 'keys-exhausted') satisfies FatalReason, keyId: from });
@@ -305,7 +307,7 @@ export class BotController extends BotMachine {
       account: this.id,
       keyId,
       exchange: broker,
-      errors: this.output.breaker.recent(),
+      errors: this.output.recentErrors(),
       offsetMs: offset?.offsetMs ?? null,
       offsetError: offset ? offset.error : broker ? 'no measurement' : 'the account names no broker',
       maxOffsetMs: facts?.maxOffsetMs() ?? 500,
@@ -347,7 +349,7 @@ export class BotController extends BotMachine {
     await this.deps.gate.clearBeforeStart(this.account);
     this.assertStartable();
     await this.lease.acquire({ nowMs: this.deps.clock.now() });
-    this.output.breaker.reset();
+    this.output.resetBreaker();
     this.restarts = 0;
     this.quickFailures = 0;
     this.gateRefusals = 0;
@@ -394,7 +396,7 @@ export class BotController extends BotMachine {
     // Made before the spawn: a NOTIFY_SOCKET must exist for the bot's first READY=1.
     const watch = this.newWatch();
     if (watch.notifyError) this.log.error({ err: watch.notifyError }, 'NOTIFY_SOCKET could not be made: the bot runs on startMs, without its watchdog');
-    const env = { ...this.deps.baseEnv(), ...a.env, ...watch.env, ...(keyId !== null ? this.deps.keyEnv(a, keyId) : {}) };
+    const env = { ...this.deps.env.base(a.id), ...a.env, ...watch.env, ...(keyId !== null ? this.deps.keys.envFor(a, keyId) : {}) };
     let inst: LiveInstance;
     // Known before the process exists: a scan that runs while the spawn is recorded (a PostgreSQL
     // round trip) must not take our own new bot for a copy.
@@ -403,7 +405,7 @@ export class BotController extends BotMachine {
     try {
       inst = await launchInstance(this.deps, this.lease, { instanceId, account: a, keyId, logPath: this.logPath, env, onSpawned: (p) => {
         this.spawned = { pgid: p.pgid, startTicks: p.startTicks };
-        this.deps.onSpawned(this.id);
+        this.deps.listener.spawned(this.id);
       } });
     } catch (err) {
       this.launching = null;
@@ -419,7 +421,6 @@ export class BotController extends BotMachine {
     }
     this.proc = inst;
     this.launching = null;
-    this.output.breaker.rearm();
     this.output.follow(inst.logPath, inst.logStart);
     this.startWatch(watch, inst);
     this.changeState('starting', { pid: inst.pid, instanceId: inst.instanceId });
@@ -523,7 +524,7 @@ export class BotController extends BotMachine {
     if (!hook || graceMs === 0 || reason === 'fence' || reason === 'shutdown' || reason === 'duplicate') return;
     const abort = new Promise<void>((resolve) => (this.hookAbort = resolve));
     try {
-      const env = { ...this.deps.baseEnv(), ...this.account.env, BOTWARDEN_ACCOUNT: this.id };
+      const env = { ...this.deps.env.base(this.id), ...this.account.env, BOTWARDEN_ACCOUNT: this.id };
       const r = await this.deps.host.runHook(hook, { cwd: this.account.cwd, env, logPath: this.logPath, abort });
       this.deps.events.emit('bot.prestop', { account: this.id, reason, ok: r.ok, ms: Math.round(r.ms), ...(r.detail ? { detail: r.detail } : {}) });
       if (!r.ok) this.log.warn({ ...r }, 'the pre-stop hook did not end well; the stop goes on');

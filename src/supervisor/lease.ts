@@ -10,6 +10,7 @@ import type { LockBackend, LockRow } from '../db/locks.js';
 import { Errors, isBotwardenError, isDiskFull, LockBackendError, type LockFacts } from '../errors.js';
 import type { EventStore } from '../events/store.js';
 import type { ProcessHost } from '../host/host.js';
+import type { BotKeys } from './collaborators.js';
 
 /**
  * The one stale-lock rule (the start, the periodic sweep and the boot reconcile all ask it): a
@@ -28,8 +29,7 @@ export interface LeaseDeps {
   holder: string;
   /** Asked whether a lock's instance still has live processes (the stale-lock rule). */
   host: ProcessHost;
-  /** The account's key candidates in order (missing ones left out); undefined: no pool. */
-  candidates: (account: Account) => string[] | undefined;
+  keys: BotKeys;
 }
 
 export class AccountLease {
@@ -69,7 +69,7 @@ export class AccountLease {
         holder: this.d.holder,
         brokerUsername: account.brokerUsername,
         isStale: opts.reclaim ? () => true : (row) => isStaleLock(row, this.d.holder, this.d.host),
-        keys: opts.reclaim ? (opts.reclaim.keyId !== null ? [opts.reclaim.keyId] : undefined) : this.d.candidates(account),
+        keys: opts.reclaim ? (opts.reclaim.keyId !== null ? [opts.reclaim.keyId] : undefined) : this.d.keys.candidates(account),
         nowMs: opts.nowMs,
       });
     } catch (err) {
@@ -118,7 +118,7 @@ export class AccountLease {
     const lock = this.lock;
     const from = this.key;
     if (!lock || from === null) return null;
-    const to = await this.d.locks.rotateKey(lock.account, lock.token, from, coolUntilMs, this.d.candidates(this.accountOf()) ?? [], nowMs);
+    const to = await this.d.locks.rotateKey(lock.account, lock.token, from, coolUntilMs, this.d.keys.candidates(this.accountOf()) ?? [], nowMs);
     this.key = to;
     return to;
   }

@@ -15,7 +15,7 @@ import { BotController, type BotView } from './bot.js';
 import { unconfiguredAccount } from './unconfigured.js';
 import { isStaleLock } from './lease.js';
 import type { ProcessHost } from '../host/host.js';
-import type { NonceFacts, StartGate } from './types.js';
+import type { BotListener, NonceFacts, StartGate } from './types.js';
 import { ACTIVE_STATES, type StopReason } from './states.js';
 
 export interface SupervisorDeps {
@@ -50,6 +50,16 @@ export class Supervisor {
   private readonly bots = new Map<string, BotController>();
   private readonly lineHandlers: LineHandler[] = [];
   private readonly spawnHandlers: ((account: string) => void)[] = [];
+  /** Every bot's process and output, told to whoever subscribed (onSpawn, onLine). */
+  private readonly listener: BotListener = {
+    spawned: (account) => {
+      for (const h of this.spawnHandlers) h(account);
+    },
+    line: (account, line) => {
+      for (const h of [...this.lineHandlers]) h(account, line);
+    },
+  };
+  private readonly botEnv = { base: (account: string) => this.baseEnv(account) };
   private config: Config;
   private shuttingDown = false;
   private envFor: { config: Config; env: Readonly<Record<string, string>>; drop: Set<string>; perAccount: Map<string, Readonly<Record<string, string>>> } | null = null;
@@ -274,18 +284,10 @@ export class Supervisor {
       gate: d.gate,
       logRotation: { maxBytes: this.config.daemon.logs.maxBytes, files: this.config.daemon.logs.files },
       tailers: this.tailers,
-      baseEnv: () => this.baseEnv(id),
+      env: this.botEnv,
+      keys: d.keys,
+      listener: this.listener,
       ...(d.nonceFacts ? { nonceFacts: d.nonceFacts } : {}),
-      onSpawned: (account) => {
-        for (const h of this.spawnHandlers) h(account);
-      },
-      candidates: (account) => d.keys.candidates(account),
-      keyEnv: (account, keyId) => d.keys.envFor(account, keyId),
-      secretValues: () => d.keys.secretValues(),
-      countNonceError: (keyId) => d.keys.countNonceError(keyId),
-      onLine: (account, line) => {
-        for (const h of [...this.lineHandlers]) h(account, line);
-      },
     });
   }
 }

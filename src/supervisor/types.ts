@@ -8,16 +8,14 @@ import type { OutputDeps } from './output.js';
 import type { BotState } from './states.js';
 import type { Holder } from './diagnosis.js';
 
+export type { BotKeys, BotListener } from './collaborators.js';
+
 export interface BotDeps extends InstanceDeps, LeaseDeps, OutputDeps {
   logsDir: string;
-  /** The environment every bot inherits (the daemon's, minus secrets). */
-  baseEnv: () => Readonly<Record<string, string>>;
-  /** The leased key pair under the account's variable names (only for the spawn). */
-  keyEnv: (account: Account, keyId: string) => Record<string, string>;
+  /** The environment every bot inherits (the daemon's, minus secrets, plus the .env variables it names). */
+  env: { base(account: string): Readonly<Record<string, string>> };
   /** What a nonce diagnosis needs (SPEC 17); absent: every trip is `unknown`. */
   nonceFacts?: NonceFacts;
-  /** A bot's process exists (before its lock records it): the watchdog hears of it at once. */
-  onSpawned: (account: string) => void;
   gate: StartGate;
 }
 
