@@ -245,3 +245,8 @@ export interface Config {
   /** The file it came from, or null when passed as an object (tests). */
   source: string | null;
 }
+
+/** The exchange an account trades on: its `broker`, lowercased (the clock is measured only for those). */
+export function brokerOf(a: { broker: string }): string | null {
+  return a.broker ? a.broker.toLowerCase() : null;
+}

@@ -137,7 +137,7 @@ export class LinuxHost implements ProcessHost {
 
   /** Stops the exit polls (the bots are the next daemon's to adopt). */
   close(): void {
-    this.polls?.close();
+    (this.polls ?? this.o.exits)?.close();
   }
 }
 

@@ -13,7 +13,7 @@
  * evidence says so. The machine's own sync status comes from timedatectl where it tells.
  */
 import { ntpSynchronized } from '../host/tools.js';
-import type { Config } from '../config/schema.js';
+import { brokerOf, type Config } from '../config/schema.js';
 
 /** The preset exchanges' public server-time endpoints. */
 export const DEFAULT_TIME_SOURCES: Readonly<Record<string, string>> = {
@@ -149,9 +149,4 @@ export class ClockService {
     setTimeout(() => (this.sync = undefined), this.config().clock.checkIntervalMs).unref();
     return this.sync;
   }
-}
-
-/** The exchange an account trades on: its `broker`, lowercased (the clock is measured only for those). */
-export function brokerOf(a: { broker: string }): string | null {
-  return a.broker ? a.broker.toLowerCase() : null;
 }

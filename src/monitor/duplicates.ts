@@ -87,6 +87,8 @@ export class DuplicateHunter {
   private readonly keyMemo = new WeakMap<ProcInfo, { config: unknown; hits: string[] }>();
   private index: BotIndex = { registered: new Map(), instances: new Set(), pgids: new Set(), pids: new Set() };
   private scanning: Promise<Duplicate[]> | null = null;
+  /** Closed with its daemon: no scan starts, no start passes. */
+  private closed = false;
   private fresh: Promise<Duplicate[]> | null = null;
   /** Scan figures for /health and the bench. */
   readonly stats = { scans: 0, lastScanMs: 0, totalScanMs: 0, processes: 0 };
@@ -141,6 +143,7 @@ export class DuplicateHunter {
   /** Stops scanning and waits for the scan and kills under way (their events need the database). */
   async close(): Promise<void> {
     this.stop();
+    this.closed = true;
     await this.scanning?.catch(() => undefined);
     await Promise.allSettled([...this.killing.values()]);
   }
@@ -162,6 +165,7 @@ export class DuplicateHunter {
 
   /** One scan (concurrent callers share it): reports new duplicates and starts killing per policy. */
   scanNow(): Promise<Duplicate[]> {
+    if (this.closed) return Promise.resolve([]);
     this.scanning ??= this.scanOnce().finally(() => {
       this.scanning = null;
     });
@@ -173,6 +177,7 @@ export class DuplicateHunter {
    * ended first; with `report` the start is refused with DUPLICATE_RUNNING.
    */
   async clearBeforeStart(account: Account): Promise<void> {
+    if (this.closed) throw Errors.shuttingDown();
     const dups = (await this.freshScan()).filter((d) => d.account === account.id);
     if (dups.length === 0) return;
     if (account.duplicates === 'report') throw Errors.duplicateRunning(account.id, dups.map((d) => d.pid));

@@ -6,16 +6,15 @@
  */
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
-import type { Account } from '../config/schema.js';
+import { brokerOf, type Account } from '../config/schema.js';
 import type { LockRow } from '../db/locks.js';
 import type { BotRow, ExitCause, LastExit } from '../db/registry.js';
 import { Errors, isBotwardenError, type BotwardenError } from '../errors.js';
-import { endInstance, launchInstance, type LiveInstance } from './instance.js';
+import { endInstance, launchInstance, recordExit, type LiveInstance } from './instance.js';
 import { AccountLease } from './lease.js';
 import { BotWatch } from './bot-watch.js';
 import type { LivenessCheck } from './liveness.js';
 import { diagnose, type Diagnosis } from './diagnosis.js';
-import { brokerOf } from '../monitor/clock.js';
 import { REJECTED_UNTIL } from '../db/locks.js';
 import { BotOutput } from './output.js';
 import { afterExit, backoffDelay } from './policy.js';
@@ -66,6 +65,8 @@ export class BotController extends BotMachine {
   private quickFailures = 0;
   private lastExit: LastExit | null = null;
   private readonly output: BotOutput;
+  /** A remnant adopted at boot whose exit no daemon recorded: recorded once its tree is gone. */
+  private unrecordedExit: string | null = null;
   /** Persisted state said the bot was meant to be up when the last daemon went away. */
   private wasActive = false;
 
@@ -151,7 +152,7 @@ export class BotController extends BotMachine {
    * Boot: a tree of this account that outlived SIGKILL (under the last daemon, or just now at this
    * boot) still holds the lock: FATAL (unkillable), shown, its lock kept until the tree is gone.
    */
-  adoptRemains(lock: LockRow): void {
+  adoptRemains(lock: LockRow, unrecorded: boolean): void {
     const inst: LiveInstance = {
       instanceId: lock.instanceId ?? '',
       pid: lock.pid ?? -1,
@@ -164,13 +165,14 @@ export class BotController extends BotMachine {
     };
     this.lease.keep(lock, null);
     this.remains = inst;
+    if (unrecorded) this.unrecordedExit = inst.instanceId;
     if (this.current !== 'fatal') this.changeState('fatal', { reason: 'unkillable' satisfies FatalReason, pid: inst.pid, instanceId: inst.instanceId });
     this.watchRemains(inst);
   }
 
   /** Boot: up when the last daemon went away, dead now. Unknown exit, so a failure. STOPPED -> BACKOFF or stays. */
   async recoverDead(): Promise<void> {
-    if (!this.wasActive || this.proc) return;
+    if (!this.wasActive || this.proc || this.remains) return;
     this.wasActive = false;
     // Ended while no daemon ran: not our child, so its code and signal are unknown.
     this.lastExit = { code: null, signal: null, at: new Date(this.deps.clock.now()).toISOString(), forced: false, cause: 'exit' };
@@ -398,6 +400,7 @@ export class BotController extends BotMachine {
     if (watch.notifyError) this.log.error({ err: watch.notifyError }, 'NOTIFY_SOCKET could not be made: the bot runs on startMs, without its watchdog');
     const env = { ...this.deps.env.base(a.id), ...a.env, ...watch.env, ...(keyId !== null ? this.deps.keys.envFor(a, keyId) : {}) };
     let inst: LiveInstance;
+    const left: { tree: LiveInstance | null } = { tree: null };
     // Known before the process exists: a scan that runs while the spawn is recorded (a PostgreSQL
     // round trip) must not take our own new bot for a copy.
     const instanceId = randomUUID();
@@ -406,13 +409,22 @@ export class BotController extends BotMachine {
       inst = await launchInstance(this.deps, this.lease, { instanceId, account: a, keyId, logPath: this.logPath, env, onSpawned: (p) => {
         this.spawned = { pgid: p.pgid, startTicks: p.startTicks };
         this.deps.listener.spawned(this.id);
-      } });
+      }, outlived: (p) => (left.tree = p) });
     } catch (err) {
       this.launching = null;
-      this.spawned = null;
       watch.stop();
-      await this.lease.release();
       const message = (err as Error).message;
+      const outlived = left.tree;
+      if (outlived) {
+        // Spawned, not recorded on the lock, and it outlived SIGKILL: the lock stays (SPEC 14.7).
+        this.log.error({ err }, 'the lock could not record the new process, which outlived SIGKILL');
+        this.remains = outlived;
+        this.changeState('fatal', { reason: 'unkillable' satisfies FatalReason, pid: outlived.pid, instanceId: outlived.instanceId, message });
+        this.watchRemains(outlived);
+        throw err;
+      }
+      this.spawned = null;
+      await this.lease.release();
       const leaseLost = isBotwardenError(err) && err.code === 'LOCK_BACKEND_UNAVAILABLE';
       if (!leaseLost) this.lastExit = { code: null, signal: null, at: new Date(this.deps.clock.now()).toISOString(), forced: false, cause: 'spawn-failed' };
       // -> FATAL: the command could not be spawned (or its process recorded), or the lease is gone.
@@ -660,6 +672,10 @@ export class BotController extends BotMachine {
         if (this.remains !== inst) return;
         this.remains = null;
         this.spawned = null;
+        if (this.unrecordedExit === inst.instanceId) {
+          this.unrecordedExit = null;
+          recordExit(this.deps, { account: this.id, pid: inst.pid, instanceId: inst.instanceId }, { code: null, signal: 'SIGKILL' }, true, { cause: 'stopped', reason: 'unkillable' });
+        }
         this.log.warn({ pid: inst.pid }, 'the unkillable tree is gone at last: lock released');
         await this.lease.release();
       }).catch((err: unknown) => this.log.error({ err }, 'releasing the lock of a tree that went away failed'));

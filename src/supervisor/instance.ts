@@ -46,6 +46,8 @@ export interface Launch {
   env: Record<string, string>;
   /** Told as soon as the process exists, before its lock records it (the watchdog lists it from then on). */
   onSpawned?: (p: { pid: number; pgid: number; startTicks: number | null }) => void;
+  /** The lock could not record the process and its tree outlived SIGKILL: the caller keeps the lock. */
+  outlived?: (inst: LiveInstance) => void;
 }
 
 /** Spawns under the lease we hold: the instance row is written before the spawn, the pid after. */
@@ -75,7 +77,8 @@ export async function launchInstance(d: InstanceDeps, lease: AccountLease, l: La
     await lease.attach({ instanceId, pid: inst.pid, startTicks: inst.startTicks });
   } catch (err) {
     // The lock could not record the process: it must not run unrecorded.
-    await endInstance(d, l.account, inst, { grace: 0 });
+    const { gone } = await endInstance(d, l.account, inst, { grace: 0 });
+    if (!gone) l.outlived?.(inst);
     throw err;
   }
   return inst;

@@ -110,13 +110,18 @@ function endDeadInstance(b: Boot, inst: InstanceRow): Promise<void> | null {
  * and keeps the lock until it is gone, as a running daemon does (SPEC 14.7).
  */
 async function holdRemains(b: Boot): Promise<void> {
+  const unrecorded = new Set(b.d.registry.liveInstances().map((i) => i.id));
   for (const lock of await b.d.locks.list().catch(() => [])) {
     if (!b.d.locks.isOurs(lock) || lock.instanceId === null || !b.host.lives(lock)) continue;
     const bot = b.bots.get(lock.account);
     if (bot && (bot.live || bot.lockToken !== null)) continue;
+    // A live leader on a live row that could not be adopted (its lock not taken): not a remnant;
+    // the duplicate hunter judges it, as before.
+    if (unrecorded.has(lock.instanceId) && lock.pid !== null && b.host.isAlive(lock.pid, lock.startTicks)) continue;
     const owner = bot ?? b.d.supervisor.unconfigured(lock.account);
     b.bots.set(lock.account, owner);
-    owner.adoptRemains(lock);
+    // Its exit is recorded once the tree is gone, if no daemon recorded it yet (a dead leader's workers).
+    owner.adoptRemains(lock, unrecorded.has(lock.instanceId));
     b.d.logger.error({ account: lock.account, instanceId: lock.instanceId }, 'part of a bot outlived SIGKILL: its lock stays held until it is gone');
   }
 }

@@ -153,6 +153,14 @@ describe('boot: trees that outlived SIGKILL (found by the unit walk, seeds 3 and
     expect(b.view()).toMatchObject({ state: 'fatal', configured: false });
     expect(b.unkillable).not.toBeNull();
     expect(await lockOf(w, 'b')).not.toBeNull();
+    // Once gone: the lock goes, and the instance's exit is recorded (no daemon had recorded it).
+    const instanceId = b.unkillable!.instanceId;
+    expect(w.registry.liveInstances().map((i) => i.id)).toContain(instanceId);
+    for (const p of w.host.live('b')) p.die({ code: null, signal: 'SIGKILL' });
+    await w.run(1100);
+    expect(await lockOf(w, 'b')).toBeNull();
+    expect(w.registry.liveInstances().map((i) => i.id)).not.toContain(instanceId);
+    expect(w.events.history(0, 100, { types: ['bot.exited'] }).at(-1)).toMatchObject({ instanceId, forced: true, reason: 'unkillable' });
   });
 });
 

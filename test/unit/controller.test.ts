@@ -4,7 +4,8 @@
  * adoption decisions and liveness decisions, case by case; real processes stay in the other files
  * for the edges.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { LockBackendError } from '../../src/errors.js';
 import { backoffDelay } from '../../src/supervisor/policy.js';
 import { world, type World } from './harness.js';
 
@@ -261,5 +262,24 @@ describe('released only when gone (SPEC 14.7)', () => {
     expect(w.sup.get('a').unkillable).toBeNull();
     await w.sup.start('a');
     expect(w.running('a')).toHaveLength(1);
+  });
+
+  it('a process the lock could not record (attach failed) that outlives SIGKILL keeps the lock until it is gone', async () => {
+    w = await world({ a: {} });
+    w.host.behave('a', { onTerm: 'unkillable' });
+    const attach = vi.spyOn(w.locks, 'attach').mockRejectedValue(new LockBackendError('the database went away'));
+    const start = w.sup.start('a');
+    let failed: unknown = null;
+    start.catch((err: unknown) => (failed = err));
+    await w.run(7200);
+    expect(failed).toMatchObject({ code: 'LOCK_BACKEND_UNAVAILABLE' });
+    const proc = w.host.live('a')[0]!;
+    expect(w.sup.get('a').view().state).toBe('fatal');
+    expect(w.sup.get('a').unkillable).toMatchObject({ pid: proc.pid });
+    expect(await lockOf(w, 'a')).not.toBeNull();
+    attach.mockRestore();
+    proc.die({ code: null, signal: 'SIGKILL' });
+    await w.run(1100);
+    expect(await lockOf(w, 'a')).toBeNull();
   });
 });
