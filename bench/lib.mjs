@@ -1,7 +1,7 @@
 // Shared bench helpers: a real daemon process on a temp data dir, a tiny HTTP client, stats.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -140,10 +140,13 @@ export function spawnerPid(daemonPid) {
 /**
  * Idle CPU as `top` shows it after a while, in % of one core, summed over `pids`. A burst of starts
  * is followed by V8's memory reducer (full collections 10-40 s later), so the figure is the median
- * of `windows` windows taken after `settleS` seconds.
+ * of `windows` windows taken after `settleS` seconds. `onSettled()` runs once the settling is over,
+ * before the first window; its result comes back as `settled`.
  */
-export async function steadyCpu(pids, { settleS = 45, windows = 3, windowS = 5 } = {}) {
+export async function steadyCpu(pids, { settleS = 45, windows = 3, windowS = 5, onSettled } = {}) {
   await sleep(settleS * 1000);
+  // What is read at this point (memory, 45 s after the starts) is read before the CPU windows.
+  const settled = onSettled?.();
   const total = () => pids.reduce((s, p) => s + cpuNs(p), 0);
   const cpu = [];
   for (let i = 0; i < windows; i++) {
@@ -152,5 +155,119 @@ export async function steadyCpu(pids, { settleS = 45, windows = 3, windowS = 5 }
     cpu.push(((total() - c0) / 1e9 / windowS) * 100);
   }
   cpu.sort((a, b) => a - b);
-  return { cpu: cpu[Math.floor(windows / 2)], range: `${cpu[0].toFixed(2)}-${cpu[windows - 1].toFixed(2)}` };
+  return { cpu: cpu[Math.floor(windows / 2)], range: `${cpu[0].toFixed(2)}-${cpu[windows - 1].toFixed(2)}`, settled };
+}
+
+/** Fields of /proc/<pid>/smaps_rollup, in kB. */
+function rollup(pid) {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+  return { rss: kb('Rss'), pss: kb('Pss') };
+}
+
+/** The page frames a process has resident (from /proc/<pid>/pagemap), or null when frame numbers are hidden (no CAP_SYS_ADMIN). */
+function frames(pid) {
+  const out = new Set();
+  const buf = Buffer.alloc(8 * 4096);
+  let fd;
+  try {
+    fd = openSync(`/proc/${pid}/pagemap`, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    // Only the mappings with resident pages (a Node process reserves gigabytes it never touches).
+    const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+    const re = /^([0-9a-f]+)-([0-9a-f]+) [^\n]*\n(?:[^\n]*\n)*?Rss:\s+(\d+) kB/gm;
+    for (let m; (m = re.exec(smaps)); ) {
+      if (m[3] === '0') continue;
+      let page = parseInt(m[1], 16) / 4096;
+      const end = parseInt(m[2], 16) / 4096;
+      while (page < end) {
+        const n = Math.min(4096, end - page);
+        const got = readSync(fd, buf, 0, n * 8, page * 8);
+        for (let i = 0; i < got / 8; i++) {
+          const hi = buf.readUInt32LE(i * 8 + 4);
+          if (hi >>> 31 === 0) continue; // not present
+          const pfn = (hi & 0x7fffff) * 2 ** 32 + buf.readUInt32LE(i * 8);
+          if (pfn === 0) return null; // frame numbers hidden from us
+          out.add(pfn);
+        }
+        page += n;
+      }
+    }
+  } catch {
+    // the process ended meanwhile
+  } finally {
+    closeSync(fd);
+  }
+  return out;
+}
+
+/**
+ * Memory of a daemon and its helpers (the spawner; PostgreSQL mode's watchdog), in MB, per process
+ * and summed: RSS, and PSS (`Pss` of /proc/<pid>/smaps_rollup: a page shared by n processes counts
+ * 1/n in each, so the Node binary's pages shared by the daemon and the spawner count once in the sum).
+ *
+ * The kernel's PSS splits a page among every process of the machine that maps it: the Node binary's
+ * pages among the daemon, its spawner, this bench and any other Node process running meanwhile (a
+ * test run), so it reads lower on a busy machine. `quiet` is the same sum computed as if only the
+ * daemon, its helpers and `sharers` (this bench process by default) ran, from the page frames of
+ * each (/proc/<pid>/pagemap); `alone` as if only the daemon and its helpers ran (nothing to share
+ * the Node binary with: the most they can be billed). Both null when frame numbers cannot be read.
+ */
+export function memory(daemonPid, sharers = [process.pid]) {
+  const kids = (pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const cmd = (pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const procs = [{ name: 'daemon', pid: daemonPid }];
+  for (const k of kids(daemonPid)) {
+    if (cmd(k).includes('spawner.js')) procs.push({ name: 'spawner', pid: k });
+    else if (cmd(k).includes('watchdog.js')) procs.push({ name: 'watchdog', pid: k });
+    for (const g of kids(k)) if (cmd(g).includes('watchdog.js')) procs.push({ name: 'watchdog', pid: g });
+  }
+  const mb = (kb) => kb / 1024;
+  for (const p of procs) {
+    const r = rollup(p.pid);
+    Object.assign(p, { rss: mb(r.rss), pss: mb(r.pss) });
+  }
+  const own = procs.map((p) => frames(p.pid));
+  const others = sharers.map(frames);
+  let quiet = null;
+  let alone = null;
+  if (!own.includes(null) && !others.includes(null)) {
+    const count = (sets, f) => sets.reduce((n, s) => n + (s.has(f) ? 1 : 0), 0);
+    const seen = new Set();
+    quiet = 0;
+    procs.forEach((p, i) => {
+      p.quiet = 0;
+      for (const f of own[i]) {
+        const g = count(own, f);
+        p.quiet += 4 / (g + count(others, f));
+        seen.add(f);
+      }
+      p.quiet = mb(p.quiet);
+      quiet += p.quiet;
+    });
+    alone = mb(seen.size * 4);
+  }
+  return { procs, pss: procs.reduce((s, p) => s + p.pss, 0), quiet, alone };
+}
+
+/** One line: `PSS 73.1 MB (daemon 54.0 + spawner 19.1); on a quiet machine 75.0 (...); alone 93.0 — RSS daemon 87, spawner 46 MB`. */
+export function fmtMemory(m) {
+  const each = (k) => m.procs.map((p) => `${p.name} ${p[k].toFixed(1)}`).join(' + ');
+  const quiet = m.quiet === null ? '' : `; on a quiet machine ${m.quiet.toFixed(1)} (${each('quiet')}); alone ${m.alone.toFixed(1)}`;
+  return `PSS ${m.pss.toFixed(1)} MB (${each('pss')})${quiet} — RSS ${m.procs.map((p) => `${p.name} ${p.rss.toFixed(0)}`).join(', ')} MB`;
 }

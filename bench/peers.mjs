@@ -1,11 +1,11 @@
 // Peers, run by hand (`npm run bench -- peers`; not in CI): the same 50-bot scenario under
 // supervisord (Debian's `supervisor` package, when installed), PM2 (npm `pm2`, installed into a temp
-// dir here) and botwarden: start all, idle CPU, RSS, stop all. Bots are `sleep 3600`.
+// dir here) and botwarden: start all, idle CPU, RSS and PSS (bench/lib.mjs memory()), stop all. Bots are `sleep 3600`.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { spawnerPid, startDaemon, steadyCpu, tmp } from './lib.mjs';
+import { fmtMemory, memory, spawnerPid, startDaemon, steadyCpu, tmp } from './lib.mjs';
 
 const N = 50;
 const TAG = `peers-${process.pid}`;
@@ -40,12 +40,13 @@ async function measure(name, pid, startAll, stopAll) {
   // The same measure for every supervisor: median of 3 x 5 s windows after 45 s, in ns of CPU
   // (with botwarden's spawner counted in).
   const helper = name === 'botwarden' ? spawnerPid(pid) : undefined;
-  const { cpu: idle } = await steadyCpu(helper === undefined ? [pid] : [pid, helper]);
+  // PSS of the supervisor and its helpers (botwarden's spawner), 45 s after the starts.
+  const { cpu: idle, settled: pss } = await steadyCpu(helper === undefined ? [pid] : [pid, helper], { onSettled: () => memory(pid) });
   const mem = rss(pid);
   const t1 = performance.now();
   await stopAll();
   await until(() => procs().length === 0);
-  return { name, startMs, idle, mem, stopMs: performance.now() - t1 };
+  return { name, startMs, idle, mem, pss, stopMs: performance.now() - t1 };
 }
 
 async function supervisord() {
@@ -107,6 +108,9 @@ async function botwarden() {
   }
 }
 
+/** The PSS sum on a quiet machine when it can be computed, else the kernel's. */
+const pssOf = (r) => r.pss.quiet ?? r.pss.pss;
+
 export async function benchPeers() {
   const results = [await botwarden(), await supervisord(), await pm2()].filter(Boolean);
   const bw = results[0];
@@ -117,8 +121,9 @@ export async function benchPeers() {
       `start ${N}: ${r.startMs.toFixed(0)} ms`,
       `idle ${r.idle.toFixed(2)} %`,
       `RSS ${r.mem.toFixed(0)} MB`,
+      fmtMemory(r.pss),
       `stop all: ${r.stopMs.toFixed(0)} ms`,
-      r === bw ? 'reference' : `botwarden/peer: start ${(bw.startMs / r.startMs).toFixed(2)}x, RSS ${(bw.mem / r.mem).toFixed(2)}x, stop ${(bw.stopMs / r.stopMs).toFixed(2)}x`,
+      r === bw ? 'reference' : `botwarden/peer: start ${(bw.startMs / r.startMs).toFixed(2)}x, RSS ${(bw.mem / r.mem).toFixed(2)}x, PSS ${(pssOf(bw) / pssOf(r)).toFixed(2)}x, stop ${(bw.stopMs / r.stopMs).toFixed(2)}x`,
     ]);
   }
   return { rows };

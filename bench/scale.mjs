@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BOT, fmt, spawnerPid, startDaemon, stats, steadyCpu, tmp } from './lib.mjs';
+import { BOT, fmt, fmtMemory, memory, spawnerPid, startDaemon, stats, steadyCpu, tmp } from './lib.mjs';
 
 const N = Number(process.env.SCALE_N ?? 1000);
 const INFLIGHT = 100;
@@ -27,11 +27,12 @@ function spawnerMem(pid) {
   const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(roll)?.[1] ?? 0);
   return `spawner ${(kb('Rss') / 1024).toFixed(0)} MB RSS, ${((kb('Private_Clean') + kb('Private_Dirty')) / 1024).toFixed(0)} MB of it its own`;
 }
-/** Steady idle CPU of the daemon and its spawner together (see steadyCpu), then RSS. */
+/** Steady idle CPU of the daemon and its spawner together (see steadyCpu), RSS, and the PSS of the daemon and its helpers. */
 async function steady(pid) {
   const sp = spawnerPid(pid);
-  const { cpu, range } = await steadyCpu(sp === undefined ? [pid] : [pid, sp]);
-  return { cpu, range, rss: rssMB(pid), spawner: spawnerMem(sp) };
+  // PSS 45 s after the starts, before the CPU windows.
+  const { cpu, range, settled } = await steadyCpu(sp === undefined ? [pid] : [pid, sp], { onSettled: () => memory(pid) });
+  return { cpu, range, rss: rssMB(pid), spawner: spawnerMem(sp), pss: fmtMemory(settled) };
 }
 /** The 0.5 s goal was set on a machine where the raw stop of the same 1,000 processes took 0.07 s. */
 const stopRow = (ms, rawMs) =>
@@ -91,6 +92,7 @@ export async function benchScale() {
     const st = await steady(d.pid);
     rows.push([`idle CPU, ${N} silent bots, 1 s scan`, `${st.cpu.toFixed(2)} % of a core, daemon + spawner (median of 3 x 5 s after 45 s: ${st.range}) (goal <= 1 %)`]);
     rows.push([`RSS, ${N} bots`, `${st.rss.toFixed(0)} MB steady (goal <= 120 MB); ${burstRss.toFixed(0)} MB right after the start burst`, st.spawner]);
+    rows.push([`PSS, ${N} bots (goal <= 80 MB)`, st.pss]);
     const lat = [];
     for (let i = 0; i < 20; i++) {
       const t = performance.now();
@@ -149,7 +151,7 @@ export async function benchScale() {
     try {
       await pool(50, 10, async (i) => d3.fast('POST', `/bots/h${i}/start`));
       const st3 = await steady(d3.pid);
-      rows.push([`idle CPU, ${label}`, `${st3.cpu.toFixed(2)} % (${st3.range}) (goal <= ${label.includes('printing') ? '0.5' : '0.3'} %)`, `RSS ${st3.rss.toFixed(0)} MB (goal <= 60 MB)`, st3.spawner]);
+      rows.push([`idle CPU, ${label}`, `${st3.cpu.toFixed(2)} % (${st3.range}) (goal <= ${label.includes('printing') ? '0.5' : '0.3'} %)`, `RSS ${st3.rss.toFixed(0)} MB`, st3.spawner, `${st3.pss} (goal <= 60 MB)`]);
     } finally {
       await d3.stop('SIGTERM');
       d3.cleanup();
@@ -183,7 +185,7 @@ export async function benchLivenessCost() {
       await pool(N, INFLIGHT, async (i) => pids.push((await d.fast('POST', `/bots/${ids[i]}/start`)).body.pid));
       await untilAll(pids, alive);
       const st = await steady(d.pid);
-      rows.push([`idle CPU, ${N} silent bots, ${label}`, `${st.cpu.toFixed(2)} % of a core, daemon + spawner (${st.range}) (goal <= 1 %)`, `RSS ${st.rss.toFixed(0)} MB`]);
+      rows.push([`idle CPU, ${N} silent bots, ${label}`, `${st.cpu.toFixed(2)} % of a core, daemon + spawner (${st.range}) (goal <= 1 %)`, `RSS ${st.rss.toFixed(0)} MB`, st.pss]);
     } finally {
       await d.stop('SIGTERM');
       d.cleanup();

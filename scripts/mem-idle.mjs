@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // The daemon's memory with N idle bots, however it is started (docs/benchmarks.md, "Memory by way
 // of starting"). Usage: node scripts/mem-idle.mjs <label> [N=50] -- <command that runs the daemon...>
-// The command gets --config, --data-dir and --listen appended. Prints RSS and PSS of the daemon
-// process (not the spawner, not the bots) 20 s after the last start, and its V8 new space (from /metrics).
+// The command gets --config, --data-dir and --listen appended. Prints the PSS of the daemon and its
+// helpers (the spawner; not the bots) and their sum MEM_SETTLE_S (45) s after the last start, then
+// its V8 new space (from /metrics, scraped after the memory is read: the first scrape loads prom-client).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fmtMemory, memory } from '../bench/lib.mjs';
 
 const sep = process.argv.indexOf('--');
 const [label = 'daemon', nArg = '50'] = process.argv.slice(2, sep);
@@ -26,15 +28,18 @@ for (let i = 0; i < 300 && !info; i++) {
 }
 const token = readFileSync(path.join(data, 'api-token'), 'utf8').trim();
 const call = (m, u) => fetch(info.url + u, { method: m, headers: { authorization: `Bearer ${token}` } }).then((r) => r.json());
-await Promise.all(Object.keys(accounts).map((a) => call('POST', `/bots/${a}/start`)));
-await sleep(20_000);
-const roll = readFileSync(`/proc/${info.pid}/smaps_rollup`, 'utf8');
-const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(roll)[1]);
+const ids = Object.keys(accounts);
+// 100 requests in flight at most, as bench/scale.mjs starts its 1,000.
+await Promise.all(Array.from({ length: 100 }, async () => {
+  while (ids.length > 0) await call('POST', `/bots/${ids.pop()}/start`);
+}));
+await sleep(Number(process.env.MEM_SETTLE_S ?? 45) * 1000);
+const mem = memory(info.pid);
 const metrics = await fetch(info.url + '/metrics', { headers: { authorization: `Bearer ${token}` } }).then((r) => r.text());
 const newSpace = Number(/^nodejs_heap_space_size_total_bytes\{space="new"\} (\d+)/m.exec(metrics)?.[1] ?? NaN) / 1048576;
 const cmdline = readFileSync(`/proc/${info.pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
-console.log(`${label.padEnd(28)} bots ${N}  RSS ${(kb('Rss') / 1024).toFixed(1)} MB  PSS ${(kb('Pss') / 1024).toFixed(1)} MB  V8 new space ${newSpace.toFixed(1)} MB   (${cmdline.replace(dir, '<tmp>')})`);
-await Promise.all(Object.keys(accounts).map((a) => call('POST', `/bots/${a}/stop`)));
+console.log(`${label.padEnd(28)} bots ${N}  ${fmtMemory(mem)}  V8 new space ${newSpace.toFixed(1)} MB   (${cmdline.replace(dir, '<tmp>')})`);
+// SIGTERM stops every bot (daemon.onShutdown: stop-bots, the default).
 process.kill(info.pid, 'SIGTERM');
 await new Promise((r) => child.once('exit', r));
 rmSync(dir, { recursive: true, force: true });

@@ -10,6 +10,11 @@ import type { ClockOffset } from '../monitor/clock.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import type { RoleToken } from '../config/schema.js';
 
+/** This machine's clock against the exchanges' (SPEC 17). */
+export interface ClockReadings {
+  list(): { offsets: ClockOffset[]; sync: boolean | null };
+}
+
 export interface ServerDeps {
   supervisor: Supervisor;
   keys: KeyPool;
@@ -27,7 +32,7 @@ export interface ServerDeps {
   metrics: Metrics;
   alerts: AlertService;
   /** This machine's clock against the exchanges' (SPEC 17): GET /clock. */
-  clock?: { list(): { offsets: ClockOffset[]; sync: boolean | null } };
+  clock?: ClockReadings;
   /** SPEC 18: the named tokens of `auth.tokens` (asked on every request: a reload takes effect at once); `token` is always admin. */
   roleTokens?: () => readonly RoleToken[];
   /** SPEC 18: behind a reverse proxy, the client address is the last one in X-Forwarded-For. */

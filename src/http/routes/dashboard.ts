@@ -30,20 +30,19 @@ const FILES: Record<string, { file: string; type: string }> = {
 /** Paths that need no token. */
 export const DASHBOARD_PATHS: ReadonlySet<string> = new Set(Object.keys(FILES));
 
-export function dashboardRoutes(): FastifyPluginAsync {
-  return async (app) => {
-    for (const [url, { file, type }] of Object.entries(FILES)) {
-      let body: Buffer | null = null;
-      app.get(url, { schema: { hide: true } }, async (_req, reply) => {
-        body ??= readFileSync(path.join(DASHBOARD_DIR, file));
-        return reply
-          .type(type)
-          .header('content-security-policy', CSP)
-          .header('x-content-type-options', 'nosniff')
-          .header('referrer-policy', 'no-referrer')
-          .header('cache-control', 'no-cache')
-          .send(body);
-      });
-    }
-  };
-}
+/** The dashboard's files, served without a token under a strict Content-Security-Policy. */
+export const dashboardRoutes: FastifyPluginAsync = async (app) => {
+  for (const [url, { file, type }] of Object.entries(FILES)) {
+    let body: Buffer | null = null;
+    app.get(url, { schema: { hide: true } }, async (_req, reply) => {
+      body ??= readFileSync(path.join(DASHBOARD_DIR, file));
+      return reply
+        .type(type)
+        .header('content-security-policy', CSP)
+        .header('x-content-type-options', 'nosniff')
+        .header('referrer-policy', 'no-referrer')
+        .header('cache-control', 'no-cache')
+        .send(body);
+    });
+  }
+};
