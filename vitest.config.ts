@@ -10,5 +10,7 @@ export default defineConfig({
     maxWorkers: 2,
     // Each file hunts only its own BOTWARDEN_SCOPE (test/setup-scope.ts), so files run in parallel.
     setupFiles: ['test/setup-scope.ts'],
+    // initdb once per run: a template data dir every PostgreSQL cluster of the run is copied from.
+    globalSetup: ['test/pg-template.ts'],
   },
 });
