@@ -12,7 +12,7 @@ import pino from 'pino';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { startDaemon, type Daemon, type DaemonOptions } from '../src/daemon.js';
-import { environValue, listPids, readStat } from '../src/host/procfs.js';
+import { processesWith } from './procs.js';
 
 export const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -95,16 +95,9 @@ export async function startTestDaemon(
 
 /** Live processes carrying this test file's tag (optionally of one account). */
 export function taggedProcesses(account?: string): number[] {
-  const out: number[] = [];
-  for (const pid of listPids()) {
-    if (pid === process.pid) continue;
-    const st = readStat(pid);
-    if (!st || st.state === 'Z') continue;
-    if (environValue(pid, 'BW_TEST_TAG') !== TEST_TAG) continue;
-    if (account !== undefined && environValue(pid, 'BOTWARDEN_ACCOUNT') !== account) continue;
-    out.push(pid);
-  }
-  return out;
+  return processesWith('BW_TEST_TAG', TEST_TAG)
+    .filter((p) => p.pid !== process.pid && (account === undefined || p.env.get('BOTWARDEN_ACCOUNT') === account))
+    .map((p) => p.pid);
 }
 
 /**
