@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import LongestFirst from './test/sequencer.js';
 
 export default defineConfig({
   test: {
@@ -12,5 +13,7 @@ export default defineConfig({
     setupFiles: ['test/setup-scope.ts'],
     // initdb once per run: a template data dir every PostgreSQL cluster of the run is copied from.
     globalSetup: ['test/pg-template.ts'],
+    // The longest files first, with or without the durations of a last run (a fresh clone).
+    sequence: { sequencer: LongestFirst },
   },
 });
