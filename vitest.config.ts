@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import LongestFirst from './test/sequencer.js';
 
 export default defineConfig({
   test: {
@@ -10,5 +11,9 @@ export default defineConfig({
     maxWorkers: 2,
     // Each file hunts only its own BOTWARDEN_SCOPE (test/setup-scope.ts), so files run in parallel.
     setupFiles: ['test/setup-scope.ts'],
+    // initdb once per run: a template data dir every PostgreSQL cluster of the run is copied from.
+    globalSetup: ['test/pg-template.ts'],
+    // The longest files first, with or without the durations of a last run (a fresh clone).
+    sequence: { sequencer: LongestFirst },
   },
 });

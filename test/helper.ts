@@ -12,7 +12,8 @@ import pino from 'pino';
 import { parseConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { startDaemon, type Daemon, type DaemonOptions } from '../src/daemon.js';
-import { environValue, listPids, readStat } from '../src/host/procfs.js';
+import { isAlive } from '../src/host/procfs.js';
+import { processesWith } from './procs.js';
 
 export const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -95,16 +96,44 @@ export async function startTestDaemon(
 
 /** Live processes carrying this test file's tag (optionally of one account). */
 export function taggedProcesses(account?: string): number[] {
-  const out: number[] = [];
-  for (const pid of listPids()) {
-    if (pid === process.pid) continue;
-    const st = readStat(pid);
-    if (!st || st.state === 'Z') continue;
-    if (environValue(pid, 'BW_TEST_TAG') !== TEST_TAG) continue;
-    if (account !== undefined && environValue(pid, 'BOTWARDEN_ACCOUNT') !== account) continue;
-    out.push(pid);
-  }
-  return out;
+  return processesWith('BW_TEST_TAG', TEST_TAG)
+    .filter((p) => p.pid !== process.pid && (account === undefined || p.env.get('BOTWARDEN_ACCOUNT') === account))
+    .map((p) => p.pid);
+}
+
+/**
+ * Watches one account's processes on a loop of its own, every `everyMs`, beside a test's slower
+ * polls (a takeover polled with requests that can each take a while on a loaded machine): the most
+ * processes of the account seen live at once, and when `pid` was first seen gone. stop() takes a
+ * last sample, after whatever the test saw last.
+ */
+export function watchAccount(account: string, pid: number | null = null, everyMs = 10): { readonly max: number; readonly diedAt: number; stop(): Promise<void> } {
+  let max = 0;
+  let diedAt = 0;
+  let on = true;
+  const sample = () => {
+    max = Math.max(max, taggedProcesses(account).length);
+    if (pid !== null && !diedAt && !isAlive(pid, null)) diedAt = Date.now();
+  };
+  const loop = (async () => {
+    while (on) {
+      sample();
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return {
+    get max() {
+      return max;
+    },
+    get diedAt() {
+      return diedAt;
+    },
+    async stop() {
+      on = false;
+      await loop;
+      sample();
+    },
+  };
 }
 
 /**
@@ -139,6 +168,28 @@ export async function waitFor<T>(fn: () => T | Promise<T>, opts: { timeoutMs?: n
     if (Date.now() > until) throw new Error(`timed out waiting for ${opts.what ?? 'condition'}`);
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
   }
+}
+
+/** How many duplicate scans a daemon has made (its /health says it while no duplicate lives), or null. */
+export async function scanCount(d: { req(method: string, url: string): Promise<{ body: any }> }): Promise<number | null> {
+  const checks = ((await d.req('GET', '/health')).body?.checks ?? []) as { name: string; detail: string }[];
+  const m = /(\d+) scans of/.exec(checks.find((c) => c.name === 'duplicates')?.detail ?? '');
+  return m ? Number(m[1]) : null;
+}
+
+/**
+ * Waits until a daemon has made `n` whole duplicate scans that began after the call (a scan under
+ * way when it is called does not count): what "nothing happened over a few scans" waits for,
+ * whatever the machine's load. Returns at once when a duplicate lives (no count shown): what the
+ * test asserts next sees it.
+ */
+export async function afterScans(d: { req(method: string, url: string): Promise<{ body: any }> }, n: number, timeoutMs = 10_000): Promise<void> {
+  const from = await scanCount(d);
+  if (from === null) return;
+  await waitFor(async () => {
+    const now = await scanCount(d);
+    return now === null || now >= from + n + 1;
+  }, { timeoutMs, intervalMs: 25, what: `${n} more duplicate scans` });
 }
 
 export function removeDir(dir: string): void {

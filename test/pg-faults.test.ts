@@ -14,7 +14,7 @@ import { sessionTimeouts } from '../src/db/pg-locks.js';
 import { daemonUid } from '../src/identity.js';
 import { bootClock } from '../src/host/uptime.js';
 import { isAlive } from '../src/host/procfs.js';
-import { fixture, makeConfig, startTestDaemon, tmpDir, sweepLeftovers, taggedProcesses, waitFor, type TestDaemon } from './helper.js';
+import { fixture, makeConfig, startTestDaemon, tmpDir, sweepLeftovers, taggedProcesses, waitFor, watchAccount, type TestDaemon } from './helper.js';
 import { CutProxy, startPostgres, type TestPg } from './pg-helper.js';
 import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
@@ -75,7 +75,7 @@ function deadPid(): number {
 }
 
 /** Polls starts on `d` until one is 201; returns when (Date.now()). */
-async function takeOver(d: TestDaemon, account: string, timeoutMs: number): Promise<number> {
+async function takeOver(d: { req(method: string, url: string): Promise<{ status: number }> }, account: string, timeoutMs: number): Promise<number> {
   return waitFor(async () => ((await d.req('POST', `/bots/${account}/start`)).status === 201 ? Date.now() : null), {
     timeoutMs,
     intervalMs: 50,
@@ -288,18 +288,13 @@ describe('daemon processes in PostgreSQL mode under faults (issue 20)', () => {
     // The restarted watchdog has the bot: a frozen daemon's bot dies before the other daemon gets the account.
     laptop.child.kill('SIGSTOP');
     try {
-      let max = 0;
+      const watch = watchAccount('pgw');
       const frozenAt = Date.now();
-      await waitFor(
-        async () => {
-          max = Math.max(max, taggedProcesses('pgw').length);
-          return (await vc.req('POST', '/bots/pgw/start')).status === 201;
-        },
-        { timeoutMs: 12_000, intervalMs: 100, what: 'vps taking over from a frozen laptop' },
-      );
+      await waitFor(async () => (await vc.req('POST', '/bots/pgw/start')).status === 201, { timeoutMs: 12_000, intervalMs: 100, what: 'vps taking over from a frozen laptop' });
       figures.frozenTakenOverMs = Date.now() - frozenAt;
+      await watch.stop();
       expect(isAlive(pid, null)).toBe(false);
-      expect(max).toBe(1);
+      expect(watch.max).toBe(1);
     } finally {
       laptop.child.kill('SIGCONT');
     }
@@ -322,21 +317,14 @@ describe('daemon processes in PostgreSQL mode under faults (issue 20)', () => {
     expect(isAlive(pid, null)).toBe(true);
     laptop.child.kill('SIGSTOP');
     try {
-      let max = 0;
-      let diedAt = 0;
-      const grantedAt = await waitFor(
-        async () => {
-          max = Math.max(max, taggedProcesses('pgf').length);
-          if (!diedAt && !isAlive(pid, null)) diedAt = Date.now();
-          return (await vc.req('POST', '/bots/pgf/start')).status === 201 ? Date.now() : null;
-        },
-        { timeoutMs: 15_000, intervalMs: 50, what: 'vps taking the account over' },
-      );
-      figures.frozenMidFenceBotKilledAfterCutMs = diedAt - cutAt;
+      const watch = watchAccount('pgf', pid);
+      const grantedAt = await takeOver(vc, 'pgf', 15_000);
+      await watch.stop();
+      figures.frozenMidFenceBotKilledAfterCutMs = watch.diedAt - cutAt;
       figures.frozenMidFenceTakenOverAfterCutMs = grantedAt - cutAt;
-      expect(diedAt).toBeGreaterThan(0);
-      expect(diedAt).toBeLessThanOrEqual(grantedAt);
-      expect(max).toBe(1);
+      expect(watch.diedAt).toBeGreaterThan(0);
+      expect(watch.diedAt).toBeLessThanOrEqual(grantedAt);
+      expect(watch.max).toBe(1);
     } finally {
       laptop.child.kill('SIGCONT');
     }
@@ -354,21 +342,14 @@ describe('daemon processes in PostgreSQL mode under faults (issue 20)', () => {
     laptop.child.kill('SIGSTOP');
     const frozenAt = Date.now();
     try {
-      let max = 0;
-      let diedAt = 0;
-      const grantedAt = await waitFor(
-        async () => {
-          max = Math.max(max, taggedProcesses('pgs').length);
-          if (!diedAt && !isAlive(pid, null)) diedAt = Date.now();
-          return (await vc.req('POST', '/bots/pgs/start')).status === 201 ? Date.now() : null;
-        },
-        { timeoutMs: 15_000, intervalMs: 50, what: 'vps taking the account over' },
-      );
-      figures.frozenMidAttachBotKilledMs = diedAt - frozenAt;
+      const watch = watchAccount('pgs', pid);
+      const grantedAt = await takeOver(vc, 'pgs', 15_000);
+      await watch.stop();
+      figures.frozenMidAttachBotKilledMs = watch.diedAt - frozenAt;
       figures.frozenMidAttachTakenOverMs = grantedAt - frozenAt;
-      expect(diedAt).toBeGreaterThan(0);
-      expect(diedAt).toBeLessThanOrEqual(grantedAt);
-      expect(max).toBe(1);
+      expect(watch.diedAt).toBeGreaterThan(0);
+      expect(watch.diedAt).toBeLessThanOrEqual(grantedAt);
+      expect(watch.max).toBe(1);
     } finally {
       laptop.child.kill('SIGCONT');
       px.set('pass');

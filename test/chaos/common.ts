@@ -3,12 +3,13 @@
  * sampler process, and daemons run as real processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { processesWith } from '../procs.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
@@ -73,23 +74,7 @@ export function kill(pid: number, sig: NodeJS.Signals): void {
 
 /** Live processes of this run (CHAOS_RUN=tag in their environment). */
 export function runProcesses(tag: string): Proc[] {
-  const out: Proc[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
-    const st = stat(pid);
-    if (!st || st.state === 'Z' || st.state === 'X') continue;
-    let raw: string;
-    try {
-      raw = readFileSync(`/proc/${pid}/environ`, 'utf8');
-    } catch {
-      continue;
-    }
-    if (!raw.includes(`CHAOS_RUN=${tag}\0`)) continue;
-    const env = new Map(raw.split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string]));
-    out.push({ pid, start: st.start, env });
-  }
-  return out;
+  return processesWith('CHAOS_RUN', tag).map((p) => ({ pid: p.pid, start: String(p.startTicks), env: p.env }));
 }
 
 export interface SamplerStats {
