@@ -99,8 +99,8 @@ export class BotWatch {
         lastOutputAt: () => this.hooks.lastOutputAt(),
         unresponsive: (check, lastSeen) => this.hooks.unresponsive(check, lastSeen),
       });
-      // Ready already (it said so to the last daemon); its next WATCHDOG=1 is due within watchdogMs.
-      if (adopted) this.liveness.notified({ ready: true, watchdog: true, status: null, stopping: false });
+      // Ready already (it said so to the last daemon); its watchdog counts from its first WATCHDOG=1 here.
+      if (adopted) this.liveness.adopted();
       this.liveness.start();
     }
     if (a.limits) {

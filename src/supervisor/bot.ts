@@ -145,6 +145,9 @@ export class BotController extends BotMachine {
     this.startWatch(this.newWatch(), inst, true);
     this.changeState('running', { pid: inst.pid, instanceId: inst.instanceId, adopted: true });
     this.deps.events.emit('bot.adopted', { account: this.id, pid: inst.pid, instanceId: inst.instanceId });
+    if (this.account.liveness?.watchdogMs !== undefined) {
+      this.log.info('the watchdog of an adopted bot counts from its first WATCHDOG=1 to this daemon (a client that connected its socket once reaches only the last daemon until it restarts)');
+    }
     this.watch(inst, false);
   }
 

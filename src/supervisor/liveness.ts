@@ -31,6 +31,8 @@ export class LivenessWatch {
   private readyAt: number | null = null;
   private lastWatchdog: number | null = null;
   private httpFailures = 0;
+  /** False for an adopted bot until its first WATCHDOG=1 reaches this daemon. */
+  private watchdogArmed = true;
   private lastHttpOk: number | null = null;
   private readonly fired = new Set<LivenessCheck>();
   private closed = false;
@@ -60,7 +62,21 @@ export class LivenessWatch {
   notified(m: NotifyMessage): void {
     const now = this.clock.now();
     if (m.ready) this.readyAt ??= now;
-    if (m.watchdog) this.lastWatchdog = now;
+    if (m.watchdog) {
+      this.lastWatchdog = now;
+      this.watchdogArmed = true;
+    }
+  }
+
+  /**
+   * A bot adopted from the last daemon: it said READY=1 to that one. Its watchdog is judged from
+   * its first WATCHDOG=1 to this daemon on: a client that connects its socket once (Python's
+   * sdnotify, which freqtrade uses) still sends to the dead daemon's socket, and would otherwise
+   * be restarted as unresponsive while it trades normally.
+   */
+  adopted(): void {
+    this.readyAt ??= this.clock.now();
+    this.watchdogArmed = false;
   }
 
   get ready(): boolean {
@@ -98,7 +114,7 @@ export class LivenessWatch {
     }
     if (c.notify) {
       this.judge('ready', this.readyAt === null && now >= this.checksFrom, null);
-      if (c.watchdogMs !== undefined && this.readyAt !== null) {
+      if (c.watchdogMs !== undefined && this.readyAt !== null && this.watchdogArmed) {
         const last = this.lastWatchdog ?? this.readyAt;
         this.judge('watchdog', now - last > c.watchdogMs, this.lastWatchdog);
       }

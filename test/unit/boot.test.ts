@@ -209,6 +209,24 @@ describe('liveness decisions (SPEC 16)', () => {
     expect(w.events.history(0, 100, { types: ['bot.unresponsive'] })[0]).toMatchObject({ check: 'watchdog' });
   });
 
+  it('an adopted notify bot: its watchdog counts from its first WATCHDOG=1 to the new daemon (a client that connected once, like sdnotify, never reaches it)', async () => {
+    const a = await world({ a: { startMs: 100, liveness: { graceMs: 500, notify: true, watchdogMs: 1000, action: 'restart' } } });
+    await a.sup.start('a');
+    const sock = notifyPath(path.dirname(a.logsDir), 'a');
+    a.host.notify(sock, { ready: true, watchdog: true });
+    await a.run(500);
+    expect(a.sup.get('a').view().state).toBe('running');
+    w = await a.reboot();
+    // Silent on the new socket for many watchdog periods: not restarted.
+    await w.run(10_000);
+    expect(w.events.history(0, 100, { types: ['bot.unresponsive'] })).toHaveLength(0);
+    expect(w.host.spawned).toHaveLength(1);
+    // A client that sends by path each time reaches it: from then on the watchdog holds.
+    w.host.notify(sock, { watchdog: true });
+    await w.run(1500);
+    expect(w.events.history(0, 100, { types: ['bot.unresponsive'] })[0]).toMatchObject({ check: 'watchdog' });
+  });
+
   it('a memory limit held for forMs: bot.limit_exceeded and a restart; below it for a moment resets the count', async () => {
     w = await world({ a: { restart: { maxRestarts: 5 }, limits: { memoryMB: 100, forMs: 2000, action: 'restart' } } });
     w.host.behave('a', { usage: { rssBytes: 200 * 1024 * 1024, cpuSeconds: 0 } });
