@@ -1,14 +1,22 @@
 /**
  * What a path does not need is not loaded (docs/benchmarks.md, "Memory by module"): prom-client on
  * the first scrape of /metrics, @fastify/swagger on the first GET /openapi.json. And the laziness
- * loses nothing: counters of what happened before the first scrape show it.
+ * loses nothing: counters of what happened before the first scrape show it. And response
+ * serializers are compiled on a route's first reply, so the boot no longer proves they compile:
+ * a test does.
  */
+import SerializerSelector from '@fastify/fast-json-stringify-compiler';
+import websocket from '@fastify/websocket';
+import type { RouteOptions } from 'fastify';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BotwardenEvent } from '../src/events/types.js';
+import { createApp } from '../src/http/app.js';
+import { apiRoutes, type ApiRoutesOptions } from '../src/http/routes/index.js';
 import { Metrics, type MetricsDeps } from '../src/metrics/metrics.js';
 import { fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
 
@@ -110,5 +118,28 @@ describe('Metrics before its first scrape', () => {
     expect(value(m, 'botwarden_duplicates_killed_total', { account: 'a' })).toBe(3);
     expect(value(m, 'botwarden_alerts_sent_total', { alert: 'ops', outcome: 'dropped' })).toBe(1);
     expect(value(m, 'botwarden_alerts_sent_total', { alert: 'ops', outcome: 'sent' })).toBe(2);
+  });
+});
+
+describe('response serializers, compiled on first use', () => {
+  it('every status of every route compiles with the schemas the server knows', async () => {
+    const app = createApp({ logger: pino({ level: 'silent' }) });
+    const routes: RouteOptions[] = [];
+    const instances: { getSchemas(): Record<string, unknown> }[] = [app];
+    app.addHook('onRoute', (r) => void routes.push(r));
+    app.addHook('onRegister', (i) => void instances.push(i));
+    await app.register(websocket);
+    await app.register(apiRoutes, {} as ApiRoutesOptions);
+    await app.ready();
+    const compile = SerializerSelector()(Object.assign({}, ...instances.map((i) => i.getSchemas())), {});
+    let compiled = 0;
+    for (const r of routes) {
+      for (const [httpStatus, schema] of Object.entries((r.schema?.response ?? {}) as Record<string, unknown>)) {
+        expect(() => compile({ schema, url: r.url, method: String(r.method), httpStatus }), `${String(r.method)} ${r.url} ${httpStatus}`).not.toThrow();
+        compiled++;
+      }
+    }
+    expect(compiled).toBeGreaterThan(50);
+    await app.close();
   });
 });

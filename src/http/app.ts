@@ -7,6 +7,7 @@ import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { LogController } from 'fastify';
 import type { ServerDeps } from './deps.js';
+import { lazySerializers } from './serializers.js';
 
 export const BODY_LIMIT = 64 * 1024;
 
@@ -48,6 +49,7 @@ function newInstance(deps: Pick<ServerDeps, 'logger' | 'trustProxy'>) {
     // added last to X-Forwarded-For; whatever a client wrote there itself stays to the left, unused.
     ...(deps.trustProxy ? { trustProxy: (_address: string, hop: number) => hop === 0 } : {}),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
+    schemaController: { compilersFactory: { buildSerializer: lazySerializers } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 }
 
