@@ -184,7 +184,7 @@ describe('4. an emergency stop cuts a graceful one short', () => {
     const ms = performance.now() - t0;
     expect(force.status).toBe(200);
     expect(first.status).toBe(200);
-    expect(ms).toBeLessThan(5000); // not 20 s
+    expect(ms).toBeLessThan(10_000); // not the 20 s grace
     expect(first.body).toMatchObject({ state: 'stopped', lastExit: { forced: true } });
     expect(isAlive(s.body.pid as number, null)).toBe(false);
     // A smaller graceMs escalates the same way.
@@ -195,7 +195,7 @@ describe('4. an emergency stop cuts a graceful one short', () => {
     const t1 = performance.now();
     expect((await d.req('POST', '/bots/em/stop', { body: { graceMs: 100 } })).status).toBe(200);
     expect((await slow2).body.state).toBe('stopped');
-    expect(performance.now() - t1).toBeLessThan(5000);
+    expect(performance.now() - t1).toBeLessThan(10_000); // not the 20 s grace
     expect(isAlive(s2.body.pid as number, null)).toBe(false);
     // Bad input names what was wrong and changes nothing.
     const bad = await d.req('POST', '/bots/em/stop', { body: { force: 'yes' } });
