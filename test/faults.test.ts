@@ -177,7 +177,9 @@ describe('4. an emergency stop cuts a graceful one short', () => {
     await waitFor(() => readFileSync(path.join(d.dataDir, 'logs', 'em.log'), 'utf8').includes('ready'), { what: 'em ready' });
     const t0 = performance.now();
     const slow = d.req('POST', '/bots/em/stop', { body: { graceMs: 20_000 } });
-    await new Promise((r) => setTimeout(r, 500));
+    // The slow stop is under way: the bot got its SIGTERM and ignored it.
+    await waitFor(() => readFileSync(path.join(d.dataDir, 'logs', 'em.log'), 'utf8').includes('SIGTERM ignored'), { what: 'SIGTERM ignored' });
+    expect((await d.req('GET', '/bots/em')).body.state).toBe('stopping');
     expect(isAlive(s.body.pid as number, null)).toBe(true);
     const force = await d.req('POST', '/bots/em/stop', { body: { force: true } });
     const first = await slow;
@@ -191,7 +193,8 @@ describe('4. an emergency stop cuts a graceful one short', () => {
     const s2 = await d.req('POST', '/bots/em/start');
     await waitFor(() => readFileSync(path.join(d.dataDir, 'logs', 'em.log'), 'utf8').split('ready').length > 2, { what: 'em ready again' });
     const slow2 = d.req('POST', '/bots/em/stop', { body: { graceMs: 20_000 } });
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => readFileSync(path.join(d.dataDir, 'logs', 'em.log'), 'utf8').split('SIGTERM ignored').length > 2, { what: 'SIGTERM ignored again' });
+    expect((await d.req('GET', '/bots/em')).body.state).toBe('stopping');
     const t1 = performance.now();
     expect((await d.req('POST', '/bots/em/stop', { body: { graceMs: 100 } })).status).toBe(200);
     expect((await slow2).body.state).toBe('stopped');
