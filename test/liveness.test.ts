@@ -152,7 +152,8 @@ describe('liveness across a daemon restart', () => {
     // Past the grace and two watchdog periods: still the same process, never restarted.
     await new Promise((r) => setTimeout(r, 1500));
     const b = (await c.req('GET', '/bots/lvad')).body;
-    expect(b, JSON.stringify(b)).toMatchObject({ state: 'running', pid: s.body.pid });
+    const story = (await c.req('GET', '/events/history?types=bot.,daemon.&limit=100')).body;
+    expect(b, JSON.stringify({ bot: b, events: story })).toMatchObject({ state: 'running', pid: s.body.pid });
     expect(b.status).toBe('State: RUNNING.');
     await c.req('POST', '/bots/lvad/stop');
     d2.child.kill('SIGTERM');
