@@ -53,6 +53,23 @@ function read(file: string): number {
   }
 }
 
+/** /proc/<pid>/stat into BUF: one read (the kernel makes the whole line at once); its length, or -1. */
+function readStat(pid: number): number {
+  let fd: number;
+  try {
+    fd = openSync(`/proc/${pid}/stat`, 'r');
+  } catch {
+    return -1;
+  }
+  try {
+    return readSync(fd, BUF, 0, 4096, null);
+  } catch {
+    return -1;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function parseEnv(environ: string): Map<string, string> {
   const env = new Map<string, string>();
   for (const kv of environ.split('\0')) {
@@ -72,11 +89,11 @@ export function processesWith(name: string, value: string): LiveProc[] {
     if (c < 48 || c > 57) continue;
     const pid = Number(entry);
     listed.add(pid);
-    const n = read(`/proc/${pid}/stat`);
+    const n = readStat(pid);
     if (n < 0) continue;
     const stat = BUF.toString('latin1', 0, n);
     // comm may hold spaces and parentheses: the fields start after the last ')'; field N is f[N - 3].
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 49);
     const state = f[0]!;
     if (state === 'Z' || state === 'X') continue;
     const identity = `${f[19]}:${f[45]}:${f[46]}:${f[47]}:${f[48]}`;
