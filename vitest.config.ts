@@ -7,8 +7,10 @@ export default defineConfig({
     pool: 'forks',
     testTimeout: 30_000,
     hookTimeout: 30_000,
-    // Tests spawn real processes and time real signals: keep files from starving each other on 2 cores.
-    maxWorkers: 2,
+    // Files mostly wait on processes, timers and sockets: 4 at once on 2 cores keeps both busy
+    // (2 at once left them a third idle). Past that the suite is CPU-bound (daemon start-ups,
+    // schema compiles), and more files at once only stretch each one's waits.
+    maxWorkers: 4,
     // Each file hunts only its own BOTWARDEN_SCOPE (test/setup-scope.ts), so files run in parallel.
     setupFiles: ['test/setup-scope.ts'],
     // initdb once per run: a template data dir every PostgreSQL cluster of the run is copied from.

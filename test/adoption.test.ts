@@ -65,17 +65,23 @@ describe('zombies and reused pids are never taken for a bot', () => {
 
   const canSetPid = existsSync('/proc/sys/kernel/ns_last_pid') && process.getuid?.() === 0;
   it.skipIf(!canSetPid)('a bot pid reused by another process (set with ns_last_pid) is not adopted, and that process is left alone', async () => {
-    // The "bot": a process that lived and died, leaving its pid and start time in the registry.
-    const old = run('sleep', ['0.2']);
-    const oldStat = await waitFor(() => readStat(old.pid!));
-    await new Promise((r) => old.once('exit', r));
-    // The next process gets exactly that pid.
+    // The "bot": a process that lived and died, leaving its pid and start time in the registry; the
+    // next process gets exactly that pid. Other test files fork meanwhile: one of their processes
+    // can take the pid first (then a new "bot" and again).
+    let oldStat: NonNullable<ReturnType<typeof readStat>> | undefined;
     let reuser: ChildProcess | undefined;
-    for (let attempt = 0; attempt < 20 && reuser?.pid !== oldStat.pid; attempt++) {
-      if (reuser) reuser.kill('SIGKILL');
-      writeFileSync('/proc/sys/kernel/ns_last_pid', String(oldStat.pid - 1));
-      reuser = run('sleep', ['30']);
+    for (let round = 0; round < 10 && (reuser === undefined || reuser.pid !== oldStat?.pid); round++) {
+      const old = run('sleep', ['0.2']);
+      oldStat = await waitFor(() => readStat(old.pid!));
+      await new Promise((r) => old.once('exit', r));
+      for (let attempt = 0; attempt < 20; attempt++) {
+        if (reuser) reuser.kill('SIGKILL');
+        writeFileSync('/proc/sys/kernel/ns_last_pid', String(oldStat.pid - 1));
+        reuser = run('sleep', ['30']);
+        if (reuser.pid === oldStat.pid) break;
+      }
     }
+    oldStat = oldStat!;
     expect(reuser!.pid).toBe(oldStat.pid);
     const newStat = await waitFor(() => readStat(reuser!.pid!));
     expect(newStat.startTicks).not.toBe(oldStat.startTicks);

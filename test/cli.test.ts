@@ -145,8 +145,10 @@ describe('botwarden CLI against a real daemon', () => {
     await waitFor(() => out.length > 0, { what: 'follower connected (its first line)' });
     const t0 = Date.now();
     await d.req('POST', '/bots/kraken-main/stop'); // the bot prints "SIGTERM received"
-    await waitFor(() => out.includes('SIGTERM received'), { timeoutMs: 2000, what: 'followed line' });
-    expect(Date.now() - t0).toBeLessThan(1000 + 300);
+    await waitFor(() => out.includes('SIGTERM received'), { timeoutMs: 5000, what: 'followed line' });
+    // Pushed as it is written (tens of ms); generous for a loaded machine, and still short of the
+    // tailer's 30 s safety poll, or of a follower that reconnects to see new lines.
+    expect(Date.now() - t0).toBeLessThan(3000);
     f.kill('SIGINT');
     expect(await new Promise((res) => f.once('exit', res))).toBe(0);
   });
@@ -166,8 +168,9 @@ describe('botwarden CLI against a real daemon', () => {
     });
     const t0 = Date.now();
     await c1.req('POST', '/bots/a/start');
-    await waitFor(() => out.includes('"bot.starting"'), { timeoutMs: 2000, what: 'live event' });
-    expect(Date.now() - t0).toBeLessThan(1000);
+    await waitFor(() => out.includes('"bot.starting"'), { timeoutMs: 5000, what: 'live event' });
+    // Pushed at once; generous for a loaded machine, short of a follower that polls or reconnects.
+    expect(Date.now() - t0).toBeLessThan(3000);
 
     // The daemon goes away (leaving the bot running) and comes back.
     d1.child.kill('SIGKILL');

@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isAlive } from '../src/host/procfs.js';
-import { fixture, FIXTURES, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterScans, fixture, FIXTURES, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
 
 let d: TestDaemon | undefined;
 const strays: ChildProcess[] = [];
@@ -29,7 +31,7 @@ describe('duplicate hunter', () => {
     const id = uniq();
     d = await startTestDaemon(makeConfig({ daemon: { scanIntervalMs: 200 }, accounts: { k: { command: fixture('bot.js', ['--id', id]), match: id, startMs: 100, stop: { graceMs: 500 } } } }));
     const owned = (await d.req('POST', '/bots/k/start')).body;
-    await new Promise((r) => setTimeout(r, 500)); // a few scans: the owned bot is never flagged
+    await afterScans(d, 2); // the owned bot is never flagged
     const t0 = Date.now();
     const copy = handStart(['--id', id]);
     await waitFor(() => d!.events.history(0, 100, { types: ['duplicate.detected'] }).length > 0, { what: 'detected', timeoutMs: 3000 });
@@ -69,7 +71,7 @@ describe('duplicate hunter', () => {
     d = await startTestDaemon(makeConfig({ daemon: { scanIntervalMs: 100 }, accounts: { scoped: { command: fixture('bot.js'), stop: { graceMs: 300 } } } }));
     const bot = (await d.req('POST', '/bots/scoped/start')).body;
     expect(bot.state).toBe('starting');
-    await new Promise((r) => setTimeout(r, 500)); // several scans
+    await afterScans(d, 4);
     expect(d.events.history(0, 100, { types: ['duplicate.'] })).toEqual([]);
     expect(isAlive(other.pid!, null) && isAlive(none.pid!, null)).toBe(true);
     // The same scope: a copy, found and ended.
@@ -84,7 +86,9 @@ describe('duplicate hunter', () => {
       makeConfig({ daemon: { scanIntervalMs: 100 }, accounts: { tree: { command: fixture('grandchild.js', ['--id', id]), match: id, env: { GRANDCHILD_SETSID: setsid }, stop: { graceMs: 300 } } } }),
     );
     await d.req('POST', '/bots/tree/start');
-    await new Promise((r) => setTimeout(r, 800));
+    // The tree is up (the bot prints its worker's pid once spawned), then several scans of it.
+    await waitFor(() => /grandchild=\d+/.test(readFileSync(path.join(d!.dataDir, 'logs', 'tree.log'), 'utf8')), { what: 'the worker spawned' });
+    await afterScans(d, 5);
     expect(d.events.history(0, 100, { types: ['duplicate.'] })).toEqual([]);
     await d.req('POST', '/bots/tree/stop');
   });

@@ -68,7 +68,7 @@ describe('event stream', () => {
     await new Promise((r) => setTimeout(r, 150));
     clearInterval(pump);
     const last = d.events.lastId();
-    await waitFor(() => c.got.length > 0 && c.got[c.got.length - 1].id >= last - 0, { what: 'tail' });
+    await waitFor(() => c.got.length > 0 && c.got[c.got.length - 1].id >= last - 0, { what: 'tail', timeoutMs: 15_000 });
     const ids = c.got.map((e) => e.id as number);
     // Exactly the stored matching events after `since`, in order: none missing, none twice.
     const stored = d.events.history(since, 100_000, { types: ['duplicate.'] }).map((e) => e.id);

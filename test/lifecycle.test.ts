@@ -1,4 +1,4 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ManualClock } from '../src/clock.js';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -165,7 +165,8 @@ describe('start and stop', () => {
       makeConfig({ accounts: { a: { ...base, command: fixture('bot.js'), env: { BOT_EXIT_DELAY_MS: '300' } }, b: { ...base, command: fixture('bot.js'), env: { BOT_EXIT_DELAY_MS: '300' } } } }),
     );
     const pids = (await Promise.all([d.req('POST', '/bots/a/start'), d.req('POST', '/bots/b/start')])).map((r) => r.body.pid as number);
-    await new Promise((r) => setTimeout(r, 300)); // let both install their SIGTERM handler
+    // Both up: a bot prints `ready` in the turn that installs its SIGTERM handler.
+    await waitFor(() => ['a', 'b'].every((a) => existsSync(`${d!.dataDir}/logs/${a}.log`) && readFileSync(`${d!.dataDir}/logs/${a}.log`, 'utf8').includes('ready')), { what: 'both ready' });
     const seen: string[] = [];
     d.events.subscribe((e) => (e.type === 'bot.stopping' || e.type === 'bot.stopped') && seen.push(`${e.type}:${String(e.reason)}`));
     await d.close();

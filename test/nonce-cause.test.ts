@@ -7,7 +7,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import http from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
+import { afterScans, fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
 import { alertText } from '../src/alerts/format.js';
 import { isAlive } from '../src/host/procfs.js';
 import { CLI } from './proc-helper.js';
@@ -150,7 +150,7 @@ describe('the cause of nonce errors (SPEC 17)', () => {
     const killed = await waitFor(() => history(d, ['duplicate.killed'], 'nckill')[0], { timeoutMs: 3000, what: 'holder killed' });
     expect(killed).toMatchObject({ pid: copy.pid });
     expect(copy.exitCode !== null || copy.signalCode !== null || !isAlive(copy.pid!, null)).toBe(true);
-    await new Promise((r) => setTimeout(r, 500)); // two more scans
+    await afterScans(d, 2);
     expect(isAlive(daemonLike.pid!, null)).toBe(true);
     expect(history(d, ['duplicate.detected'], 'nckill').map((e) => e.pid)).not.toContain(daemonLike.pid);
   });

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { environValue, isAlive, listPids, readStat } from '../src/host/procfs.js';
-import { sweepLeftovers, TEST_TAG, tmpDir, waitFor } from './helper.js';
+import { afterScans, sweepLeftovers, TEST_TAG, tmpDir, waitFor } from './helper.js';
 import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
 afterEach(() => {
@@ -32,7 +32,7 @@ describe(`${N} bots on one daemon`, () => {
     const dir = tmpDir();
     const accounts: Record<string, Record<string, unknown>> = {};
     for (let i = 0; i < N; i++) accounts[`b${i}`] = { command: ['sleep', '3600'], startMs: 50, stop: { graceMs: 3000 } };
-    const cfg = writeConfig(dir, { daemon: { scanIntervalMs: 500 }, accounts });
+    const cfg = writeConfig(dir, { daemon: { scanIntervalMs: 250 }, accounts });
     const first = spawnDaemon(dir, cfg);
     const c = await connectTo(dir, first.pid);
     const ids = Object.keys(accounts);
@@ -68,7 +68,7 @@ describe(`${N} bots on one daemon`, () => {
       expect(b.pid, b.account).toBe(started.get(b.account));
       expect(b.lock, b.account).not.toBeNull();
     }
-    await new Promise((r) => setTimeout(r, 1200)); // two hunter scans: no bot is its own duplicate
+    await afterScans(c2, 2); // no bot is its own duplicate
     seen = processesByAccount();
     expect(seen.size).toBe(N);
     for (const [a, pids] of seen) expect(pids, a).toEqual([started.get(a)]);

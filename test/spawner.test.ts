@@ -12,7 +12,7 @@ import { afterEach, expect, it } from 'vitest';
 import pino from 'pino';
 import { isAlive, readStat } from '../src/host/procfs.js';
 import { Spawner } from '../src/host/spawner-client.js';
-import { fixture, makeConfig, removeDir, ROOT, startTestDaemon, sweepLeftovers, tmpDir, waitFor, type TestDaemon } from './helper.js';
+import { afterScans, fixture, makeConfig, removeDir, ROOT, startTestDaemon, sweepLeftovers, tmpDir, waitFor, type TestDaemon } from './helper.js';
 import { connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
 let d: TestDaemon | null = null;
@@ -121,7 +121,7 @@ it('a match broad enough to fit the spawner never makes it a duplicate', async (
   const bot = (await d.req('POST', '/bots/a/start')).body.pid as number;
   const spawner = parentOf(bot);
   const scans = d.events.history(undefined, 1).at(-1)?.id ?? 0;
-  await new Promise((r) => setTimeout(r, 600)); // six scans
+  await afterScans(d, 5);
   expect(isAlive(spawner, null)).toBe(true);
   expect(d.events.history(scans, 100, { types: ['duplicate.detected', 'duplicate.killed'] })).toEqual([]);
 });
