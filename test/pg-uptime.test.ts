@@ -22,8 +22,11 @@ describe('boot-time clock', () => {
       expect(b).toBeGreaterThanOrEqual(last);
       last = b;
     }
-    expect(Math.abs(last - b0 - (performance.now() - m0))).toBeLessThan(15);
-    expect(Math.abs(bootClock() - readUptimeMs())).toBeLessThan(20);
+    // Read side by side (a preemption between two reads, on a loaded machine, is not drift): the
+    // closest of a few tries.
+    const drift = Math.min(...Array.from({ length: 5 }, () => Math.abs(bootClock() - b0 - (performance.now() - m0))));
+    expect(drift).toBeLessThan(15);
+    expect(Math.min(...Array.from({ length: 5 }, () => Math.abs(bootClock() - readUptimeMs())))).toBeLessThan(20);
   });
 
   it('jumps by the time suspended (the uptime ran, the monotonic clock did not)', () => {

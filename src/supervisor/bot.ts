@@ -539,7 +539,10 @@ export class BotController extends BotMachine {
     if (!hook || graceMs === 0 || reason === 'fence' || reason === 'shutdown' || reason === 'duplicate') return;
     const abort = new Promise<void>((resolve) => (this.hookAbort = resolve));
     try {
-      const env = { ...this.deps.env.base(this.id), ...this.account.env, BOTWARDEN_ACCOUNT: this.id };
+      // The bot's own instance marker: the hook is part of the bot's tree, never a copy the hunter
+      // ends (it carries BOTWARDEN_ACCOUNT), and nothing it leaves behind outlives the stop.
+      const inst = this.proc;
+      const env = { ...this.deps.env.base(this.id), ...this.account.env, BOTWARDEN_ACCOUNT: this.id, ...(inst ? { BOTWARDEN_INSTANCE: inst.instanceId } : {}) };
       const r = await this.deps.host.runHook(hook, { cwd: this.account.cwd, env, logPath: this.logPath, abort });
       this.deps.events.emit('bot.prestop', { account: this.id, reason, ok: r.ok, ms: Math.round(r.ms), ...(r.detail ? { detail: r.detail } : {}) });
       if (!r.ok) this.log.warn({ ...r }, 'the pre-stop hook did not end well; the stop goes on');
