@@ -130,30 +130,33 @@ describe('liveness', () => {
 describe('liveness across a daemon restart', () => {
   it('an adopted sd_notify bot is not taken for a bot that never said READY=1: it keeps running, its WATCHDOG=1 reaches the new daemon', async () => {
     const dir = tmpDir();
-    const file = writeConfig(dir, {
-      accounts: {
-        lvad: {
-          command: ['python3', path.join(FIXTURES, 'notify-bot.py')],
-          startMs: 60_000,
-          env: { NB_READY_AFTER: '0.1' },
-          stop: { graceMs: 300 },
-          // Periods a loaded machine (test files run in parallel) keeps with room to spare.
-          liveness: { graceMs: 1000, notify: true, watchdogMs: 1000, action: 'restart' },
+    // The first daemon gives python a grace its start fits in on a loaded machine (its READY=1
+    // comes 0.1 s after it is up); the daemon that adopts the bot has the short one.
+    const config = (graceMs: number) =>
+      writeConfig(dir, {
+        accounts: {
+          lvad: {
+            command: ['python3', path.join(FIXTURES, 'notify-bot.py')],
+            startMs: 60_000,
+            env: { NB_READY_AFTER: '0.1' },
+            stop: { graceMs: 300 },
+            liveness: { graceMs, notify: true, watchdogMs: 500, action: 'restart' },
+          },
         },
-      },
-    });
+      });
+    const file = config(2000);
     const d1 = spawnDaemon(dir, file);
     let c = await connectTo(dir, d1.pid);
     expect((await c.req('POST', '/bots/lvad/start')).status).toBe(201);
-    // The bot the next daemon adopts is the one running now: on a loaded machine python can take
-    // longer than the 300 ms grace to say READY=1, and this daemon rightly restarts it once.
+    // The bot the next daemon adopts is the one running now.
     const up = await waitFor(async () => {
       const b = (await c.req('GET', '/bots/lvad')).body;
       return b.state === 'running' ? b : null;
-    }, { timeoutMs: 5000, what: 'running on READY=1' });
+    }, { timeoutMs: 10_000, what: 'running on READY=1' });
     const s = { body: { pid: up.pid as number } };
     d1.child.kill('SIGKILL');
     await d1.exited;
+    config(300);
     const d2 = spawnDaemon(dir, file);
     c = await connectTo(dir, d2.pid);
     // Past the grace and two watchdog periods: still the same process, never restarted.
