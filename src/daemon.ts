@@ -388,7 +388,8 @@ function startPeriodic(b: Basics, s: Stores, svc: Services, p: Processes): NodeJ
   };
   every(config.daemon.healthIntervalMs, () => {
     svc.disk.check();
-    void svc.health.snapshot().then((snap) => s.events.emit('health', { ...snap }));
+    // A snapshot still under way when the daemon stops must not write to a closed database.
+    void svc.health.snapshot().then((snap) => s.db.open && s.events.emit('health', { ...snap }));
   });
   every(60_000, () => s.events.prune(supervisor.currentConfig().daemon.events));
   p.spawner.warm();

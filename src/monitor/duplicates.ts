@@ -75,6 +75,11 @@ export class DuplicateHunter {
   private readonly scanner: ProcessScanner;
   private readonly reported = new Map<string, Duplicate>();
   private readonly killing = new Map<string, Promise<void>>();
+  /**
+   * Copies already ended (pid + start time: never another process). A scan that read the table
+   * before a kill finished must not report and end the same copy again (a second duplicate.killed).
+   */
+  private readonly ended = new Set<string>();
   private readonly ancestors = new Set<number>();
   private helpers: () => (number | undefined)[] = () => [];
   private patterns = new Map<string, RegExp>();
@@ -217,7 +222,7 @@ export class DuplicateHunter {
     const infra = leasedKeys.size > 0 ? botwardenInfra(procs) : new Set<number>();
     for (const p of procs) {
       // A registered bot is its account's own by definition: no classification needed.
-      if (this.ancestors.has(p.pid) || this.isRegistered(p) || helpers.includes(p.pid) || !this.inScope(p)) continue;
+      if (this.ancestors.has(p.pid) || this.isRegistered(p) || helpers.includes(p.pid) || !this.inScope(p) || (this.ended.size > 0 && this.ended.has(key(p)))) continue;
       // No allocation for the common case (no process holds a leased key): the scan's hot path.
       const byKey = leasedKeys.size === 0 || infra.has(p.pid) ? NO_KEY_DUPLICATES : this.keyDuplicates(p, leasedKeys, byPid);
       for (const { account, by } of byKey.length === 0 ? this.accountsOf(p) : [...this.accountsOf(p), ...byKey]) {
@@ -372,23 +377,35 @@ export class DuplicateHunter {
     const k = key(dup);
     let running = this.killing.get(k);
     if (!running) {
-      running = this.terminate(dup, account).finally(() => {
-        this.killing.delete(k);
-        this.reported.delete(k);
-      });
+      running = this.terminate(dup, account).then(
+        (gone) => {
+          this.killing.delete(k);
+          this.reported.delete(k);
+          if (!gone) return;
+          this.ended.add(k);
+          // Bounded: the oldest go first (a Set keeps insertion order).
+          if (this.ended.size > 1000) this.ended.delete(this.ended.values().next().value!);
+        },
+        (err: unknown) => {
+          this.killing.delete(k);
+          this.reported.delete(k);
+          this.logger.error({ err, account: dup.account, pid: dup.pid }, 'ending a duplicate failed');
+        },
+      );
       this.killing.set(k, running);
     }
     return running;
   }
 
   /** Signal, grace, SIGKILL (the one termination mechanism), then says what happened. */
-  private async terminate(dup: Duplicate, account: Account): Promise<void> {
+  private async terminate(dup: Duplicate, account: Account): Promise<boolean> {
     const { forced, gone } = await terminateProcess(dup, account.stop.signal, account.stop.graceMs, this.clock);
     if (!gone) {
       this.logger.error({ account: dup.account, pid: dup.pid }, 'a duplicate instance survived SIGKILL (uninterruptible sleep?); it stays reported');
-      return;
+      return false;
     }
     this.events.emit('duplicate.killed', { account: dup.account, pid: dup.pid, forced, cmdline: sanitizeLine(dup.cmdline, this.secrets()), actor: 'system:hunter' });
     this.logger.warn({ account: dup.account, pid: dup.pid, forced }, 'duplicate instance killed');
+    return true;
   }
 }
