@@ -73,6 +73,7 @@ async function pm2() {
   try {
     execFileSync('npm', ['install', '--no-audit', '--no-fund', '--prefix', dir, 'pm2'], { stdio: 'ignore' });
   } catch {
+    rmSync(dir, { recursive: true, force: true });
     return null;
   }
   const bin = path.join(dir, 'node_modules', '.bin', 'pm2');

@@ -2,7 +2,7 @@
 // Node parent doing the same with the same processes in the same run; then 50 heartbeat bots for
 // the idle and output cost. Every process is started and killed by pid; none is left behind.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BOT, fmt, fmtMemory, memory, spawnerPid, startDaemon, stats, steadyCpu, tmp } from './lib.mjs';
@@ -67,7 +67,9 @@ async function raw(n) {
   const t1 = performance.now();
   for (const pid of pids) process.kill(-pid, 'SIGTERM');
   await untilAll(pids, (p) => !alive(p));
-  return { startMs, stopMs: performance.now() - t1 };
+  const stopMs = performance.now() - t1;
+  rmSync(dir, { recursive: true, force: true });
+  return { startMs, stopMs };
 }
 
 export async function benchScale() {
