@@ -1,9 +1,10 @@
+import WebSocket from 'ws';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, statSync, watch } from 'node:fs';
+import { existsSync, readFileSync, statSync, watch } from 'node:fs';
 import path from 'node:path';
 import { acquireDaemonLock, DataDirBusyError } from '../src/db/daemon-lock.js';
 import { isAlive } from '../src/host/procfs.js';
-import { fixture, sweepLeftovers, tmpDir, waitFor } from './helper.js';
+import { fixture, FIXTURES, sweepLeftovers, tmpDir, waitFor } from './helper.js';
 import { CLI, connectTo, killDaemons, spawnDaemon, writeConfig } from './proc-helper.js';
 
 beforeAll(() => {
@@ -135,5 +136,51 @@ describe('the daemon process', () => {
     const err = d.stderr();
     expect(err).toContain(cfg);
     for (const p of ['/daemon/scanIntervalMs', "/accounts/bad id!", '/accounts/ok/startMs', '/accounts/ok/duplicates']) expect(err).toContain(p);
+  });
+});
+
+describe('the built daemon (dist/cli.js, bundled by scripts/bundle.mjs)', () => {
+  it('serves every surface from its bundle: the API, OpenAPI, metrics, the dashboard, the event websocket, and an sd_notify bot (a native module)', async () => {
+    const dir = tmpDir();
+    const cfg = writeConfig(dir, {
+      accounts: {
+        web: {
+          command: ['python3', path.join(FIXTURES, 'notify-bot.py')],
+          startMs: 60_000, // it runs on READY=1, through the notify socket
+          env: { NB_READY_AFTER: '0.2' },
+          stop: { graceMs: 1000 },
+          liveness: { graceMs: 5000, notify: true, watchdogMs: 2000, action: 'restart' },
+        },
+      },
+    });
+    const d = spawnDaemon(dir, cfg);
+    const c = await connectTo(dir, d.pid);
+    const token = readFileSync(path.join(dir, 'api-token'), 'utf8').trim();
+
+    const events: { type: string }[] = [];
+    const ws = new WebSocket(`${c.url.replace('http', 'ws')}/events`, { headers: { authorization: `Bearer ${token}` } });
+    ws.on('message', (m: Buffer) => events.push(JSON.parse(m.toString()) as { type: string }));
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+
+    expect((await c.req('POST', '/bots/web/start')).status).toBe(201);
+    await waitFor(async () => (await c.req('GET', '/bots/web')).body.state === 'running', { timeoutMs: 15_000, what: 'READY=1 over the notify socket' });
+    await waitFor(() => events.some((e) => e.type === 'bot.running'), { what: 'bot.running on the websocket' });
+
+    const openapi = await c.req('GET', '/openapi.json');
+    expect(openapi.status).toBe(200);
+    expect(Object.keys(openapi.body.paths as object)).toContain('/bots/{account}/start');
+    const metrics = await fetch(`${c.url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toMatch(/^botwarden_bot_up\{account="web"\} 1$/m);
+    const page = await fetch(`${c.url}/`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<html');
+
+    ws.close();
+    d.child.kill('SIGTERM');
+    expect(await d.exited).toEqual({ code: 0, signal: null });
   });
 });

@@ -9,14 +9,15 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import { HOST_SCRIPT } from '../paths.js';
 import { instanceLeaders } from './procfs.js';
 import { SpawnError, spawnBot, type ExitStatus, type SpawnExit, type SpawnReply, type SpawnSpec, type Spawned } from './fork.js';
 
-/** dist/host/spawner.js next to this module; from the TypeScript sources (tests) the built one. */
+/** dist/host/spawner.js, also from the TypeScript sources (tests). */
 function script(): string | undefined {
-  return [new URL('./spawner.js', import.meta.url), new URL('../../dist/host/spawner.js', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f));
+  const file = HOST_SCRIPT('spawner');
+  return existsSync(file) ? file : undefined;
 }
 
 type Answer = { ok: Spawned } | { error: string };

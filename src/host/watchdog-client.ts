@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
+import { HOST_SCRIPT } from '../paths.js';
 import type { Logger } from 'pino';
 
 export interface WatchedGroup {
@@ -95,9 +95,9 @@ export class Watchdog {
   }
 
   private spawnChild(): void {
-    // dist/host/watchdog.js next to this module; from the TypeScript sources (tests) the built one.
-    const script = [new URL('./watchdog.js', import.meta.url), new URL('../../dist/host/watchdog.js', import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f));
-    if (!script) throw new Error('watchdog.js not found: run npm run build');
+    // dist/host/watchdog.js, also from the TypeScript sources (tests).
+    const script = HOST_SCRIPT('watchdog');
+    if (!existsSync(script)) throw new Error('dist/host/watchdog.js not found: run npm run build');
     // Its own session: a signal to the daemon's group does not reach it; it outlives the daemon by design.
     const child = spawn(process.execPath, [script], { stdio: ['pipe', 'ignore', 'inherit'], detached: true });
     this.child = child;
