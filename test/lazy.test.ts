@@ -2,9 +2,10 @@
  * What a path does not need is not loaded (docs/benchmarks.md, "Memory by module"): prom-client on
  * the first scrape of /metrics, @fastify/swagger on the first GET /openapi.json. And the laziness
  * loses nothing: counters of what happened before the first scrape show it. And response
- * serializers are compiled on a route's first reply, so the boot no longer proves they compile:
- * a test does.
+ * serializers and request validators are compiled on a route's first use, so the boot no longer
+ * proves they compile: a test does.
  */
+import AjvCompiler from '@fastify/ajv-compiler';
 import SerializerSelector from '@fastify/fast-json-stringify-compiler';
 import websocket from '@fastify/websocket';
 import type { RouteOptions } from 'fastify';
@@ -15,7 +16,7 @@ import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BotwardenEvent } from '../src/events/types.js';
-import { createApp } from '../src/http/app.js';
+import { AJV_OPTIONS, createApp } from '../src/http/app.js';
 import { apiRoutes, type ApiRoutesOptions } from '../src/http/routes/index.js';
 import { Metrics, type MetricsDeps } from '../src/metrics/metrics.js';
 import { fixture, killChildren, makeConfig, startTestDaemon, sweepLeftovers, TEST_TAG, waitFor, type TestDaemon } from './helper.js';
@@ -140,6 +141,31 @@ describe('response serializers, compiled on first use', () => {
       }
     }
     expect(compiled).toBeGreaterThan(50);
+    await app.close();
+  });
+});
+
+describe('request validators, compiled on first use', () => {
+  it('every part (body, querystring, params, headers) of every route compiles with the options and schemas the server has', async () => {
+    const app = createApp({ logger: pino({ level: 'silent' }) });
+    const routes: RouteOptions[] = [];
+    const instances: { getSchemas(): Record<string, unknown> }[] = [app];
+    app.addHook('onRoute', (r) => void routes.push(r));
+    app.addHook('onRegister', (i) => void instances.push(i));
+    await app.register(websocket);
+    await app.register(apiRoutes, {} as ApiRoutesOptions);
+    await app.ready();
+    const compile = AjvCompiler()(Object.assign({}, ...instances.map((i) => i.getSchemas())) as Record<string, AjvCompiler.RouteDefinition['schema']>, { customOptions: AJV_OPTIONS });
+    let compiled = 0;
+    for (const r of routes) {
+      for (const part of ['body', 'querystring', 'params', 'headers'] as const) {
+        const schema = r.schema?.[part] as AjvCompiler.RouteDefinition['schema'] | undefined;
+        if (schema === undefined) continue;
+        expect(() => compile({ schema, method: String(r.method), url: r.url, httpPart: part }), `${String(r.method)} ${r.url} ${part}`).not.toThrow();
+        compiled++;
+      }
+    }
+    expect(compiled).toBeGreaterThan(20);
     await app.close();
   });
 });

@@ -98,8 +98,10 @@ export class Spawner {
     let child: ChildProcess;
     try {
       // A lean Node: no flags of the daemon's, no environment (a bot's comes with each request,
-      // so the daemon's secrets are never in this process), a 1 MB young generation.
-      child = fork(file, [], { execArgv: ['--max-semi-space-size=1'], env: {}, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
+      // so the daemon's secrets are never in this process), a 1 MB young generation, and V8's lite
+      // mode (no optimizing compiler; its little JavaScript never needs one): 1.8 MB less PSS. Lite
+      // mode turns WebAssembly off, and says so on stderr unless told first.
+      child = fork(file, [], { execArgv: ['--max-semi-space-size=1', '--no-expose-wasm', '--lite-mode'], env: {}, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
     } catch (err) {
       this.logger.error({ err }, 'the spawner could not start: the daemon spawns bots by itself');
       return null;

@@ -7,9 +7,11 @@ import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { LogController } from 'fastify';
 import type { ServerDeps } from './deps.js';
-import { lazySerializers } from './serializers.js';
+import { lazySerializers, lazyValidators } from './compilers.js';
 
 export const BODY_LIMIT = 64 * 1024;
+/** ajv's options for request validation (the test that compiles every validator uses them too). */
+export const AJV_OPTIONS = { removeAdditional: false, coerceTypes: true, allErrors: false } as const;
 
 /** Sockets whose response closes the connection: whatever the client still sends is dropped, not answered. */
 const closeAnnounced = new WeakSet<Socket>();
@@ -48,8 +50,8 @@ function newInstance(deps: Pick<ServerDeps, 'logger' | 'trustProxy'>) {
     // Behind a reverse proxy (SPEC 18): trust one hop, so the client address is the one the proxy
     // added last to X-Forwarded-For; whatever a client wrote there itself stays to the left, unused.
     ...(deps.trustProxy ? { trustProxy: (_address: string, hop: number) => hop === 0 } : {}),
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
-    schemaController: { compilersFactory: { buildSerializer: lazySerializers } },
+    ajv: { customOptions: AJV_OPTIONS },
+    schemaController: { compilersFactory: { buildValidator: lazyValidators, buildSerializer: lazySerializers } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 }
 
