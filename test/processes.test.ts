@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProcessScanner, procPidSource, type PidSource } from '../src/host/processes.js';
-import { handedOutBetween, listPids, type PidMark } from '../src/host/procfs.js';
+import { handedOutBetween, listPids, startTicksOf, type PidMark } from '../src/host/procfs.js';
+import { terminateProcess } from '../src/host/terminate.js';
 import { killChildren } from './helper.js';
 
 const children: ChildProcess[] = [];
@@ -105,5 +106,16 @@ describe('pids handed out between two looks at the kernel\'s pid cursor', () => 
     expect(handedOutBetween(5, null, m(10))).toBeNull();
     expect(handedOutBetween(5, m(1), null)).toBeNull();
     expect(handedOutBetween(5, m(1, 0), m(10, 60_000))).toBeNull();
+  });
+});
+
+describe('terminateProcess (a copy started by hand)', () => {
+  it('says whether it signalled: a copy gone before its signal was not killed by us (no second duplicate.killed)', async () => {
+    const pid = sleeper();
+    const startTicks = startTicksOf(pid)!;
+    const first = await terminateProcess({ pid, startTicks }, 'SIGTERM', 2000);
+    expect(first).toEqual({ forced: false, gone: true, signalled: true });
+    // The same process again, as a second caller that asked after the kill was over.
+    expect(await terminateProcess({ pid, startTicks }, 'SIGTERM', 2000)).toEqual({ forced: false, gone: true, signalled: false });
   });
 });

@@ -194,7 +194,11 @@ describe('rotation', () => {
     const disk = stream(file, 1000);
     expect(disk.includes('\0')).toBe(false);
     expect(disk).toBe(lines.map((l) => l + '\n').join(''));
-    expect(N - lines.length).toBeLessThanOrEqual(Math.max(5, rotations() / 5));
+    // Lost lines come only from that window: one unbroken run of missing numbers at most per
+    // rotation, however long the reader was descheduled in it (on a loaded machine, 50 lines once).
+    const runs = numbers.filter((n, i) => n !== (i === 0 ? 0 : numbers[i - 1]! + 1)).length + (numbers.at(-1) === N - 1 ? 0 : 1);
+    expect(runs).toBeLessThanOrEqual(rotations());
+    expect(N - lines.length).toBeLessThan(N / 10);
   });
 
   it('where collapse-range is not supported (tmpfs), says so once and copies then truncates', (ctx) => {

@@ -192,14 +192,15 @@ export async function terminateProcess(
   signal: NodeJS.Signals,
   graceMs: number,
   clock: Clock = realClock,
-): Promise<TerminateResult & { gone: boolean }> {
+): Promise<TerminateResult & { signalled: boolean }> {
   const same = () => isAlive(p.pid, p.startTicks);
   const g = new Grace(clock, graceMs);
-  if (same()) send(p.pid, signal);
+  if (!same()) return { forced: false, gone: true, signalled: false };
+  send(p.pid, signal);
   while (same() && !g.over) await g.sleep(Math.min(POLL_MS, Math.max(1, g.remaining())));
-  if (!same()) return { forced: false, gone: true };
+  if (!same()) return { forced: false, gone: true, signalled: true };
   send(p.pid, 'SIGKILL');
   const killUntil = performance.now() + KILL_WAIT_MS;
   while (same() && performance.now() < killUntil) await sleep(POLL_MS);
-  return { forced: true, gone: !same() };
+  return { forced: true, gone: !same(), signalled: true };
 }

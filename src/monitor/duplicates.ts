@@ -375,6 +375,10 @@ export class DuplicateHunter {
 
   private endCopy(dup: Duplicate, account: Account): Promise<void> {
     const k = key(dup);
+    // Ended already: a kill can be over before its scan's caller asks for it (a copy that dies in
+    // the instant after its signal ends it within the same turn), and a second terminate would
+    // report a second duplicate.killed of a process that is gone.
+    if (this.ended.has(k)) return Promise.resolve();
     let running = this.killing.get(k);
     if (!running) {
       running = this.terminate(dup, account).then(
@@ -399,7 +403,9 @@ export class DuplicateHunter {
 
   /** Signal, grace, SIGKILL (the one termination mechanism), then says what happened. */
   private async terminate(dup: Duplicate, account: Account): Promise<boolean> {
-    const { forced, gone } = await terminateProcess(dup, account.stop.signal, account.stop.graceMs, this.clock);
+    const { forced, gone, signalled } = await terminateProcess(dup, account.stop.signal, account.stop.graceMs, this.clock);
+    // Gone before any signal of ours: it ended by itself, and nobody killed it.
+    if (!signalled) return true;
     if (!gone) {
       this.logger.error({ account: dup.account, pid: dup.pid }, 'a duplicate instance survived SIGKILL (uninterruptible sleep?); it stays reported');
       return false;
