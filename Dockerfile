@@ -11,10 +11,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY package.json package-lock.json ./
+COPY scripts/build.mjs ./scripts/
 COPY src ./src
 COPY migrations ./migrations
-# npm ci compiles better-sqlite3 from source against this image's Node and runs `prepare` (tsc).
+# npm ci compiles better-sqlite3 from source against this image's Node and runs `prepare` (esbuild: scripts/build.mjs).
 # (npm install is the fallback for the lock's missing optional rollup entries: see .ci/run.)
 RUN (npm ci --no-audit --no-fund || npm install --no-audit --no-fund) \
  && npm prune --omit=dev
