@@ -412,26 +412,41 @@ function shutdownOf(b: Basics, s: Stores, svc: Services, p: Processes, app: Pick
   let shuttingDown: Promise<void> | null = null;
   return (mode?: ShutdownMode): Promise<void> => {
     shuttingDown ??= (async () => {
-      const m: ShutdownMode = mode ?? (settings.leaveRunning ? 'leave-running' : svc.supervisor.currentConfig().daemon.onShutdown);
-      s.events.emit('daemon.stopping', { mode: m });
-      logger.info({ mode: m }, 'daemon stopping');
       for (const t of timers) clearInterval(t);
       svc.hunter.stop();
-      await svc.supervisor.shutdown(m);
-      // Kills of copies under way finish (their events need the database); no scan starts after this.
-      await svc.hunter.close();
+      // What needs the state database (a bot's stopping state commits before its signal leaves).
+      // If it fails (storage gone), the bots are left running for the next daemon to adopt, and
+      // what the daemon holds is still let go of, below.
+      const stopBots = (async () => {
+        const m: ShutdownMode = mode ?? (settings.leaveRunning ? 'leave-running' : svc.supervisor.currentConfig().daemon.onShutdown);
+        s.events.emit('daemon.stopping', { mode: m });
+        logger.info({ mode: m }, 'daemon stopping');
+        await svc.supervisor.shutdown(m);
+        // Kills of copies under way finish (their events need the database); no scan starts after this.
+        await svc.hunter.close();
+      })();
+      const errors: unknown[] = [];
+      await stopBots.catch((err: unknown) => errors.push(err));
+      const step = async (what: () => unknown) => {
+        try {
+          await what();
+        } catch (err) {
+          errors.push(err);
+        }
+      };
       p.spawner.close();
       svc.alerts.stop();
       svc.offsets.stop();
-      await app.close();
+      await step(() => app.close());
       rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
       svc.health.close();
       p.exits.close();
       p.oom.close();
-      await s.pg?.close();
-      s.events.flush();
-      s.db.close();
+      await step(() => s.pg?.close());
+      await step(() => s.events.flush());
+      await step(() => s.db.close());
       b.daemonLock.release();
+      if (errors.length > 0) throw errors[0];
       logger.info('daemon stopped');
       logger.flush?.();
     })();

@@ -5,5 +5,19 @@
  * so the files can run in parallel.
  */
 import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, expect } from 'vitest';
 
 process.env.BOTWARDEN_SCOPE = `test-${randomUUID()}`;
+
+// A worker runs file after file (vitest.config.ts: isolate off): a file must not leave a server
+// listening in it (a daemon whose close failed half-way did, once).
+const servers = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPServerWrap').length;
+let serversBefore = 0;
+beforeAll(() => {
+  serversBefore = servers();
+});
+afterAll(async () => {
+  // A closed server's handle goes in libuv's next close phase, a moment after close() resolves.
+  for (let i = 0; i < 20 && servers() > serversBefore; i++) await new Promise((r) => setTimeout(r, 50));
+  expect(servers(), 'servers left listening by this file').toBeLessThanOrEqual(serversBefore);
+});
