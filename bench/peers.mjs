@@ -5,9 +5,10 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { floor, SPAWNER_FLAGS } from '../scripts/mem-floor.mjs';
 import { fmtMemory, memory, spawnerPid, startDaemon, steadyCpu, tmp } from './lib.mjs';
 
-const N = 50;
+const N = Number(process.env.PEERS_N ?? 50);
 const TAG = `peers-${process.pid}`;
 
 const procs = () => {
@@ -109,11 +110,22 @@ async function botwarden() {
   }
 }
 
+async function emptyDaemon() {
+  const d = await startDaemon({});
+  try {
+    await sleep(45_000);
+    return memory(d.pid);
+  } finally {
+    await d.stop('SIGTERM');
+    d.cleanup();
+  }
+}
+
 /** The PSS sum on a quiet machine when it can be computed, else the kernel's. */
 const pssOf = (r) => r.pss.quiet ?? r.pss.pss;
 
 export async function benchPeers() {
-  const results = [await botwarden(), await supervisord(), await pm2()].filter(Boolean);
+  const results = [await botwarden(), ...(process.env.PEERS_ONLY === 'botwarden' ? [] : [await supervisord(), await pm2()])].filter(Boolean);
   const bw = results[0];
   const rows = [];
   for (const r of results) {
@@ -127,6 +139,14 @@ export async function benchPeers() {
       r === bw ? 'reference' : `botwarden/peer: start ${(bw.startMs / r.startMs).toFixed(2)}x, RSS ${(bw.mem / r.mem).toFixed(2)}x, PSS ${(pssOf(bw) / pssOf(r)).toFixed(2)}x, stop ${(bw.stopMs / r.stopMs).toFixed(2)}x`,
     ]);
   }
+  // Under botwarden's figure (docs/benchmarks.md, "Memory by module"): its shape (two Node
+  // processes, the daemon and its forked spawner) idle with nothing loaded, and the daemon itself
+  // with no bot, 45 s after it started, read the same way.
+  const bare = await floor('floor', [], SPAWNER_FLAGS, false);
+  const empty = await emptyDaemon();
+  const quiet = (m) => m.quiet ?? m.pss;
+  rows.push(['floor: two idle Node processes (a process and its forked child), nothing loaded', fmtMemory(bare)]);
+  rows.push(['botwarden with no bot (all its modules loaded and initialized), 45 s after its start', fmtMemory(empty), `the floor + ${(quiet(empty) - quiet(bare)).toFixed(1)} MB; ${N} bots add ${(pssOf(bw) - quiet(empty)).toFixed(1)} MB`]);
   return { rows };
 }
 

@@ -5,16 +5,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { notifyPath } from '../../src/host/notify.js';
-import { world, type World } from './harness.js';
+import { closeWorlds, lockOf, world, type World } from './harness.js';
 import path from 'node:path';
 
 let w: World | undefined;
-afterEach(() => {
-  w?.db.close();
-  w = undefined;
-});
+afterEach(closeWorlds);
 
-const lockOf = async (x: World, account: string) => (await x.locks.list()).find((l) => l.account === account) ?? null;
 
 describe('boot: adoption decisions', () => {
   it('a live bot is adopted: same pid, running, lock kept, no spawn', async () => {

@@ -7,15 +7,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LockBackendError } from '../../src/errors.js';
 import { backoffDelay } from '../../src/supervisor/policy.js';
-import { world, type World } from './harness.js';
+import { closeWorlds, lockOf, world, type World } from './harness.js';
 
 let w: World | undefined;
-afterEach(() => {
-  w?.db.close();
-  w = undefined;
-});
+afterEach(closeWorlds);
 
-const lockOf = async (x: World, account: string) => (await x.locks.list()).find((l) => l.account === account) ?? null;
 
 describe('start and stop', () => {
   it('a start spawns one process under the lock; running after startMs; a stop ends it and frees the lock', async () => {

@@ -3,7 +3,7 @@
  * an in-memory SQLite database, a FakeHost for the processes and a ManualClock for time. No fork,
  * no signal, no /proc read, no real timer decides anything: a case runs in milliseconds.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
@@ -66,6 +66,23 @@ export interface World {
   running(account: string): FakeProc[];
 }
 
+/**
+ * Every world made since the last call, closed (its in-memory database, its logs dir): each test
+ * file runs it after each test. (Not registered here: a worker runs file after file and loads this
+ * module once.)
+ */
+const open = new Set<World>();
+export function closeWorlds(): void {
+  for (const x of open) {
+    if (x.db.open) x.db.close();
+    rmSync(x.logsDir, { recursive: true, force: true });
+  }
+  open.clear();
+}
+
+/** The account's lock row in this world, or null. */
+export const lockOf = async (x: World, account: string) => (await x.locks.list()).find((l) => l.account === account) ?? null;
+
 export function config(accounts: Record<string, Record<string, unknown>>, extra: Record<string, unknown> = {}): Config {
   const withCommand = Object.fromEntries(Object.entries(accounts).map(([id, a]) => [id, { command: ['node', BOT], startMs: 100, ...a }]));
   return parseConfig({ daemon: { minFreeBytes: 0 }, ...extra, accounts: withCommand }, { baseDir: path.dirname(BOT) });
@@ -112,5 +129,6 @@ export async function world(accounts: Record<string, Record<string, unknown>>, o
     running: (account) => host.live(account).filter((p) => !p.copy),
   };
   await reconcile({ supervisor: sup, registry, locks, events, logger, clock: daemonClock });
+  open.add(w);
   return w;
 }

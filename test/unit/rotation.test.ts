@@ -8,13 +8,10 @@ import { appendFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../helper.js';
-import { world, type World } from './harness.js';
+import { closeWorlds, world, type World } from './harness.js';
 
 let w: World | undefined;
-afterEach(() => {
-  w?.db.close();
-  w = undefined;
-});
+afterEach(closeWorlds);
 
 const SECRETS = { K1: 'key-one', S1: 'sec-one', K2: 'key-two', S2: 'sec-two' };
 const KEYS = { k1: { keyEnv: 'K1', secretEnv: 'S1' }, k2: { keyEnv: 'K2', secretEnv: 'S2' } };

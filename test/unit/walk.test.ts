@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { isBotwardenError } from '../../src/errors.js';
 import { prng } from '../chaos/common.js';
 import type { FakeProc } from './fake-host.js';
-import { world, type World } from './harness.js';
+import { closeWorlds, world, type World } from './harness.js';
 
 const ACCOUNTS = ['a', 'b', 'c'];
 const SECRETS = { K1: 'key-one-value', S1: 'sec-1', K2: 'key-two-value', S2: 'sec-2' };
@@ -147,7 +147,7 @@ async function walk(seed: number, steps: number): Promise<{ steps: number; ops: 
       if (unexpected.length > 0) throw new Error(`seed ${seed}, step ${step}: unexpected error ${String(unexpected[0])}\n${log.slice(-12).join('\n')}`);
     }
   } finally {
-    w.db.close();
+    closeWorlds();
   }
   return { steps, ops };
 }
