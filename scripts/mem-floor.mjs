@@ -23,8 +23,8 @@ const TYPEBOX = ['index.mjs', 'value/index.mjs'].map((f) => pathToFileURL(path.j
 const OURS = [pathToFileURL(path.join(ROOT, 'dist', 'daemon.js')).href];
 /** The daemon's code as the built CLI loads it: its bundle chunk (and the chunks that one imports). */
 export const BUNDLED = () => readdirSync(path.join(ROOT, 'dist', 'bundle')).filter((f) => /^daemon-.*\.js$/.test(f)).map((f) => pathToFileURL(path.join(ROOT, 'dist', 'bundle', f)).href);
-/** The spawner's flags (src/host/spawner-client.ts). */
-export const SPAWNER_FLAGS = ['--max-semi-space-size=1', '--no-expose-wasm', '--lite-mode'];
+/** The spawner's flags, as the daemon forks it. */
+export const { SPAWNER_EXEC_ARGV: SPAWNER_FLAGS } = await import('../dist/host/spawner-client.js');
 
 export async function floor(label, imports, spawnerFlags = ['--max-semi-space-size=1'], print = true) {
   const dir = mkdtempSync(path.join(tmpdir(), 'bw-floor-'));
@@ -51,7 +51,7 @@ export async function floor(label, imports, spawnerFlags = ['--max-semi-space-si
   return m;
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   console.log(`Node ${process.version}: a Node process and a forked Node child, idle, 20 s after the imports`);
   await floor('nothing imported', []);
   await floor("the daemon's third-party modules imported", [...THIRD_PARTY, ...TYPEBOX]);

@@ -434,11 +434,13 @@ function shutdownOf(b: Basics, s: Stores, svc: Services, p: Processes, app: Pick
           errors.push(err);
         }
       };
+      // After a failed stop, the hunter's kills under way still end before the database closes.
+      if (errors.length > 0) await step(() => svc.hunter.close());
       p.spawner.close();
       svc.alerts.stop();
       svc.offsets.stop();
       await step(() => app.close());
-      rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true });
+      await step(() => rmSync(path.join(settings.dataDir, 'daemon.json'), { force: true }));
       svc.health.close();
       p.exits.close();
       p.oom.close();
@@ -446,7 +448,10 @@ function shutdownOf(b: Basics, s: Stores, svc: Services, p: Processes, app: Pick
       await step(() => s.events.flush());
       await step(() => s.db.close());
       b.daemonLock.release();
-      if (errors.length > 0) throw errors[0];
+      if (errors.length > 0) {
+        for (const err of errors.slice(1)) logger.error({ err }, 'shutdown: a further failure');
+        throw errors[0];
+      }
       logger.info('daemon stopped');
       logger.flush?.();
     })();

@@ -139,7 +139,7 @@ describe('the daemon process', () => {
   });
 });
 
-describe('the built daemon (dist/cli.js, bundled by scripts/bundle.mjs)', () => {
+describe('the built daemon (dist/cli.js, bundled by scripts/build.mjs)', () => {
   it('serves every surface from its bundle: the API, OpenAPI, metrics, the dashboard, the event websocket, and an sd_notify bot (a native module)', async () => {
     const dir = tmpDir();
     const cfg = writeConfig(dir, {

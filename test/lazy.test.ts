@@ -8,7 +8,8 @@
 import AjvCompiler from '@fastify/ajv-compiler';
 import SerializerSelector from '@fastify/fast-json-stringify-compiler';
 import websocket from '@fastify/websocket';
-import type { RouteOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify';
+import { Type } from '@sinclair/typebox';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -167,5 +168,27 @@ describe('request validators, compiled on first use', () => {
     }
     expect(compiled).toBeGreaterThan(20);
     await app.close();
+  });
+});
+
+describe('request validators compiled on first use hold requests to the same rules', () => {
+  it('what a handler receives is what fastify with its own compiler gives it: coercion of the root value included', async () => {
+    const body = Type.Union([Type.Object({ force: Type.Optional(Type.Boolean()) }, { additionalProperties: false }), Type.Null()]);
+    const query = Type.Object({ n: Type.Optional(Type.Integer()) });
+    const seen = async (app: FastifyInstance) => {
+      app.post('/x', { schema: { body, querystring: query } }, (req: { body: unknown; query: unknown }) => ({ body: req.body ?? 'undefined', query: req.query }));
+      await app.ready();
+      const out: unknown[] = [];
+      for (const [payload, url] of [['0', '/x'], ['false', '/x?n=3'], ['""', '/x'], ['{"force":"true"}', '/x?n=x'], ['{"extra":1}', '/x']] as const) {
+        const res = await app.inject({ method: 'POST', url, payload, headers: { 'content-type': 'application/json' } });
+        out.push([res.statusCode, res.json()]);
+      }
+      await app.close();
+      return out;
+    };
+    const ours = await seen(createApp({ logger: pino({ level: 'silent' }) }) as unknown as FastifyInstance);
+    const theirs = await seen(Fastify({ ajv: { customOptions: AJV_OPTIONS } }));
+    expect(ours).toEqual(theirs);
+    expect(ours[0]).toEqual([200, { body: 'undefined', query: {} }]);
   });
 });

@@ -104,7 +104,9 @@ describe('log rotation', () => {
     // Lost only in flight at an ftruncate: one run of lines at most per rotation (a few lines each;
     // more when this process is descheduled between the read and the ftruncate: 16 in 12 once).
     expect(f.gaps).toBeLessThanOrEqual(f.rotations);
-    expect(f.missing).toBeLessThan(f.total / 100);
+    // And few: 0-16 seen. A rotation that did not read to the end first would lose up to 250 ms of
+    // this flood (2,500 lines) at each of its rotations.
+    expect(f.missing).toBeLessThanOrEqual(100);
   }, 60_000);
 });
 

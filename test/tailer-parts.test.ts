@@ -198,7 +198,9 @@ describe('rotation', () => {
     // rotation, however long the reader was descheduled in it (on a loaded machine, 50 lines once).
     const runs = numbers.filter((n, i) => n !== (i === 0 ? 0 : numbers[i - 1]! + 1)).length + (numbers.at(-1) === N - 1 ? 0 : 1);
     expect(runs).toBeLessThanOrEqual(rotations());
-    expect(N - lines.length).toBeLessThan(N / 10);
+    // And few: at most 50 in a loaded run (one run, the writer's 1 ms burst). A rotation that threw
+    // away what it had not read would lose about that much at every one of its ~24 rotations.
+    expect(N - lines.length).toBeLessThanOrEqual(250);
   });
 
   it('where collapse-range is not supported (tmpfs), says so once and copies then truncates', (ctx) => {

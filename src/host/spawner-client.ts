@@ -20,6 +20,9 @@ function script(): string | undefined {
   return existsSync(file) ? file : undefined;
 }
 
+/** The spawner's Node flags (see ensure()); scripts/mem-floor.mjs forks its stand-in with them. */
+export const SPAWNER_EXEC_ARGV = ['--max-semi-space-size=1', '--no-expose-wasm', '--lite-mode'];
+
 type Answer = { ok: Spawned } | { error: string };
 
 interface Pending {
@@ -101,7 +104,7 @@ export class Spawner {
       // so the daemon's secrets are never in this process), a 1 MB young generation, and V8's lite
       // mode (no optimizing compiler; its little JavaScript never needs one): 1.8 MB less PSS. Lite
       // mode turns WebAssembly off, and says so on stderr unless told first.
-      child = fork(file, [], { execArgv: ['--max-semi-space-size=1', '--no-expose-wasm', '--lite-mode'], env: {}, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
+      child = fork(file, [], { execArgv: SPAWNER_EXEC_ARGV, env: {}, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
     } catch (err) {
       this.logger.error({ err }, 'the spawner could not start: the daemon spawns bots by itself');
       return null;

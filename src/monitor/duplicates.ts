@@ -231,6 +231,8 @@ export class DuplicateHunter {
         // A process seconds old may be another daemon's bot whose spawn is not recorded yet.
         if (p.instance !== null && (await this.leased(p.instance, nowTicks - p.startTicks < YOUNG_TICKS ? account.id : null))) continue;
         const k = key(p);
+        // Its kill may have ended while the lease was looked up: it is no copy any more.
+        if (this.ended.has(k)) continue;
         alive.add(k);
         let dup = this.reported.get(k);
         if (!dup) {
