@@ -224,7 +224,8 @@ function startProcesses(b: Basics, s: Stores): Processes {
   // Bots are watched by an identity poll when no spawner of ours reaps them (adopted, or their spawner died).
   // Exits found together (a shutdown) are recorded in one commit.
   const exits = new ExitPoller(b.clock, undefined, () => s.events.begin());
-  const spawner = new Spawner((pid, startTicks) => exits.watch(pid, startTicks), b.logger.child({ module: 'spawner' }), () => s.events.begin());
+  const above = b.config.daemon.spawnerAbove; // read at start, as the scan interval is
+  const spawner = new Spawner((pid, startTicks) => exits.watch(pid, startTicks), b.logger.child({ module: 'spawner' }), () => s.events.begin(), () => above);
   // The kernel log tells an OOM kill from another SIGKILL (lastExit.cause); unreadable: never `oom`.
   const oom = new OomLog();
   oom.open();
@@ -434,8 +435,12 @@ function shutdownOf(b: Basics, s: Stores, svc: Services, p: Processes, app: Pick
           errors.push(err);
         }
       };
-      // After a failed stop, the hunter's kills under way still end before the database closes.
-      if (errors.length > 0) await step(() => svc.hunter.close());
+      // After a failed stop the bots are left running, let go of (their watches, timers, tailers),
+      // and the hunter's kills under way still end before the database closes.
+      if (errors.length > 0) {
+        await step(() => svc.supervisor.shutdown('leave-running'));
+        await step(() => svc.hunter.close());
+      }
       p.spawner.close();
       svc.alerts.stop();
       svc.offsets.stop();

@@ -1,10 +1,11 @@
 /**
- * The spawner: bots are forked by a small helper process of the daemon (a fork of the daemon
- * itself costs 2-3x more and blocks its event loop), their exit codes come back through it, and
- * losing it loses nothing: its bots are watched by polling and the next start brings a new one.
+ * The spawner: above daemon.spawnerAbove running bots, bots are forked by a small helper process
+ * of the daemon (a fork of the daemon itself costs 2-3x more and blocks its event loop), their
+ * exit codes come back through it, and losing it loses nothing: its bots are watched by polling
+ * and the next start brings a new one. Below, the daemon forks them itself.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -44,9 +45,44 @@ const stopsCleanly = (log: string, pid: number) =>
     { timeoutMs: 10_000, what: `bot ${pid} ready for SIGTERM` },
   );
 
+/** This process's children that are spawners (the in-process test daemon's). */
+const spawnersOfThisProcess = (): number[] =>
+  readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter((pid) => readStat(pid)?.ppid === process.pid && isSpawnerSafe(pid));
+const isSpawnerSafe = (pid: number): boolean => {
+  try {
+    return isSpawner(pid);
+  } catch {
+    return false;
+  }
+};
+
+it('up to daemon.spawnerAbove running forks the daemon forks bots itself (no spawner process); above, the spawner takes over and stays; exit codes come back both ways', async () => {
+  const crash = (code: string) => ({ command: fixture('crash.js'), env: { CRASH_AFTER_MS: '1500', CRASH_CODE: code }, restart: { policy: 'never' }, startMs: 100 });
+  d = await startTestDaemon(makeConfig({ daemon: { spawnerAbove: 2 }, accounts: { a: crash('5'), b: crash('6'), c: crash('7'), e: crash('8') } }));
+  const pids: Record<string, number> = {};
+  for (const a of ['a', 'b']) pids[a] = (await d.req('POST', `/bots/${a}/start`)).body.pid as number;
+  expect([parentOf(pids.a!), parentOf(pids.b!)]).toEqual([process.pid, process.pid]);
+  expect(spawnersOfThisProcess()).toEqual([]);
+  for (const a of ['c', 'e']) pids[a] = (await d.req('POST', `/bots/${a}/start`)).body.pid as number;
+  const spawner = parentOf(pids.c!);
+  expect(isSpawner(spawner)).toBe(true);
+  expect(parentOf(pids.e!)).toBe(spawner);
+  expect(spawnersOfThisProcess()).toEqual([spawner]);
+  await waitFor(async () => ((await d!.req('GET', '/bots')).body.bots as { state: string }[]).every((b) => b.state === 'fatal' || b.state === 'stopped'), { timeoutMs: 10_000, what: 'all four exited' });
+  const codes = Object.fromEntries(d.events.history(undefined, 100, { types: ['bot.exited'] }).map((e) => [e.account, [e.pid, e.code]]));
+  expect(codes).toEqual({ a: [pids.a, 5], b: [pids.b, 6], c: [pids.c, 7], e: [pids.e, 8] });
+  // Once up, the spawner forks every bot, even with fewer running.
+  const again = (await d.req('POST', '/bots/a/start')).body.pid as number;
+  expect(parentOf(again)).toBe(spawner);
+});
+
 it('a bot is forked by the spawner (a child of the daemon, with none of its environment), and its exit code comes back through it', async () => {
   d = await startTestDaemon(
     makeConfig({
+      daemon: { spawnerAbove: 0 },
       accounts: {
         crash: { command: fixture('crash.js'), env: { CRASH_AFTER_MS: '700', CRASH_CODE: '7' }, restart: { policy: 'never' }, startMs: 100 },
       },
@@ -70,6 +106,7 @@ it('a bot is forked by the spawner (a child of the daemon, with none of its envi
 it('SIGKILL of the spawner: its bots live on, their exits are still seen (by polling), and the next start brings up a new spawner', async () => {
   d = await startTestDaemon(
     makeConfig({
+      daemon: { spawnerAbove: 0 },
       accounts: {
         steady: { command: fixture('bot.js'), stop: { graceMs: 2000 }, startMs: 100 },
         leaver: { command: fixture('crash.js'), env: { CRASH_AFTER_MS: '1500', CRASH_CODE: '0' }, restart: { policy: 'never' }, startMs: 100 },
@@ -111,7 +148,7 @@ it('SIGKILL of the spawner: its bots live on, their exits are still seen (by pol
 it('a match broad enough to fit the spawner never makes it a duplicate', async () => {
   d = await startTestDaemon(
     makeConfig({
-      daemon: { scanIntervalMs: 100 },
+      daemon: { scanIntervalMs: 100, spawnerAbove: 0 },
       accounts: {
         a: { command: fixture('bot.js'), startMs: 100 },
         greedy: { command: fixture('bot.js'), match: 'spawner\\.js', duplicates: 'kill' },
@@ -129,7 +166,7 @@ it('a match broad enough to fit the spawner never makes it a duplicate', async (
 it('the spawner exits with a SIGKILLed daemon and the bots stay up; Ctrl-C to the daemon and its spawner still records every exit code', async () => {
   const dir = tmpDir();
   dirs.push(dir);
-  const cfg = writeConfig(dir, { accounts: { one: { command: fixture('bot.js'), startMs: 100, stop: { graceMs: 2000 }, env: { BOT_TICK_MS: '50' } } } });
+  const cfg = writeConfig(dir, { daemon: { spawnerAbove: 0 }, accounts: { one: { command: fixture('bot.js'), startMs: 100, stop: { graceMs: 2000 }, env: { BOT_TICK_MS: '50' } } } });
   const dataDir = path.join(dir, 'data');
   let p = spawnDaemon(dataDir, cfg);
   let c = await connectTo(dataDir, p.pid);

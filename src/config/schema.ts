@@ -123,6 +123,11 @@ export const DaemonConfig = Type.Object(
     minFreeBytes: Type.Integer({ minimum: 0, default: 200 * 1024 * 1024 }),
     scanIntervalMs: Ms(1000, 50),
     healthIntervalMs: Ms(5000, 100),
+    /**
+     * Bots are forked by the daemon itself until more than this many of its forks run; then by its
+     * spawner process, which it starts then (0: from the first bot). docs/config.md says why.
+     */
+    spawnerAbove: Type.Integer({ minimum: 0, default: 100 }),
     onShutdown: Type.Union([Type.Literal('stop-bots'), Type.Literal('leave-running')], { default: 'stop-bots' }),
     allowedHosts: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
     /** Behind a reverse proxy (SPEC 18): the client address is the one the proxy put last in X-Forwarded-For. */

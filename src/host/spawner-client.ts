@@ -43,6 +43,8 @@ export class Spawner {
   /** Bots this spawner started that have not exited: pid -> identity and exit. */
   private readonly live = new Map<number, { startTicks: number | null; resolve: (s: ExitStatus) => void }>();
   private closed = false;
+  /** Bots the daemon forked itself that still run. */
+  private direct = 0;
 
   constructor(
     /** Watches a bot whose spawner died (an identity poll, as for adopted bots). */
@@ -50,6 +52,8 @@ export class Spawner {
     private readonly logger: Logger,
     /** Answers and exits are in (one read may carry many): the records they lead to can share a commit. */
     private readonly onBurst: () => void = () => undefined,
+    /** Above how many running forks the spawner takes over (daemon.spawnerAbove; 0: always). */
+    private readonly above: () => number = () => 0,
   ) {}
 
   /** The spawner's pid while it runs (the duplicate hunter spares it). */
@@ -58,9 +62,13 @@ export class Spawner {
   }
 
   spawn = async (spec: SpawnSpec): Promise<Spawned> => {
-    const child = this.closed ? null : this.ensure();
-    // No spawner (it cannot start, or the daemon is stopping): the daemon spawns by itself.
-    if (!child) return spawnBot(spec);
+    // A fork from the daemon holds up its event loop while the page tables are copied (~1.3 ms at
+    // its size with 50 bots), and the spawner is a Node process of 17 MB. So the daemon forks by
+    // itself while few of its forks run, and the spawner takes over (and stays) above that, where
+    // bursts of hundreds of starts are. Also by itself when the spawner cannot start, or the
+    // daemon is stopping.
+    const child = this.closed || (this.child === null && this.direct + this.live.size < this.above()) ? null : this.ensure();
+    if (!child) return this.forkDirect(spec);
     const id = ++this.seq;
     // A request in flight keeps the daemon alive (the channel is unref'd otherwise).
     if (this.pending.size === 0) child.channel?.ref();
@@ -76,9 +84,21 @@ export class Spawner {
     return answer.ok;
   };
 
-  /** Brings the spawner up ahead of the first start (a Node process takes ~50-100 ms to boot). */
+  /** Brings the spawner up ahead of the first start (a Node process takes ~50-100 ms to boot), when it is to fork every bot. */
   warm(): void {
-    if (!this.closed) this.ensure();
+    if (!this.closed && this.above() === 0) this.ensure();
+  }
+
+  private async forkDirect(spec: SpawnSpec): Promise<Spawned> {
+    this.direct++;
+    try {
+      const spawned = await spawnBot(spec);
+      void spawned.exited.finally(() => this.direct--);
+      return spawned;
+    } catch (err) {
+      this.direct--;
+      throw err;
+    }
   }
 
   /** The daemon stops: the spawner exits once its channel closes (the bots live on). */

@@ -65,7 +65,8 @@ export async function pgChaosWalk(o: { seed: number; steps: number; log?: (line:
     writeFileSync(
       file,
       stringify({
-        daemon: { name: names[i], minFreeBytes: 1048576, scanIntervalMs: 200 },
+        // One daemon's spawner forks every bot, the other's takes over above 2 forks of its own.
+        daemon: { name: names[i], minFreeBytes: 1048576, scanIntervalMs: 200, spawnerAbove: i === 0 ? 0 : 2 },
         lock: { backend: 'postgres', url: `\${PGCHAOS_URL}`, ...LOCK },
         keys,
         accounts: accts,

@@ -55,6 +55,7 @@ export async function chaosWalk(o: { seed: number; steps: number; log?: (line: s
     { id: `${prefix}-d`, duplicates: 'report', pool: ['k1', 'k3'], stubborn: false },
   ];
   let renames = 0;
+  let writes = 0;
   const writeConfig = () => {
     const accounts: Record<string, unknown> = {};
     for (const p of plans) {
@@ -71,7 +72,10 @@ export async function chaosWalk(o: { seed: number; steps: number; log?: (line: s
     }
     const keys: Record<string, unknown> = {};
     for (const k of keyNames) keys[k] = { keyEnv: `CHAOS_${k.toUpperCase()}_KEY`, secretEnv: `CHAOS_${k.toUpperCase()}_SECRET` };
-    writeFileSyncAtomic(configFile, stringify({ daemon: { minFreeBytes: 1048576, scanIntervalMs: SCAN_MS, healthIntervalMs: 1000 }, keys, accounts }));
+    // The spawner forks every bot (0), or takes over above 2 forks of the daemon's own (a daemon
+    // with bots of both parents): each edit switches, so daemons of the walk start in both ways.
+    const spawnerAbove = writes++ % 2 === 0 ? 0 : 2;
+    writeFileSyncAtomic(configFile, stringify({ daemon: { minFreeBytes: 1048576, scanIntervalMs: SCAN_MS, healthIntervalMs: 1000, spawnerAbove }, keys, accounts }));
   };
 
   // The sampler first: it must see every process the walk makes.

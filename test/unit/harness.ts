@@ -74,6 +74,7 @@ export interface World {
 const open = new Set<World>();
 export function closeWorlds(): void {
   for (const x of open) {
+    void x.sup.shutdown('leave-running'); // lets go of its bots (their tailers' watches) at once
     if (x.db.open) x.db.close();
     rmSync(x.logsDir, { recursive: true, force: true });
   }
