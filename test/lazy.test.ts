@@ -123,8 +123,8 @@ describe('Metrics before its first scrape', () => {
   });
 });
 
-describe('response serializers, compiled on first use', () => {
-  it('every status of every route compiles with the schemas the server knows', async () => {
+/** The daemon's server with every route registered (not listening), its routes and the schemas every context shares. */
+async function everyRoute() {
     const app = createApp({ logger: pino({ level: 'silent' }) });
     const routes: RouteOptions[] = [];
     const instances: { getSchemas(): Record<string, unknown> }[] = [app];
@@ -133,7 +133,13 @@ describe('response serializers, compiled on first use', () => {
     await app.register(websocket);
     await app.register(apiRoutes, {} as ApiRoutesOptions);
     await app.ready();
-    const compile = SerializerSelector()(Object.assign({}, ...instances.map((i) => i.getSchemas())), {});
+  return { app, routes, schemas: Object.assign({}, ...instances.map((i) => i.getSchemas())) as Record<string, unknown> };
+}
+
+describe('response serializers, compiled on first use', () => {
+  it('every status of every route compiles with the schemas the server knows', async () => {
+    const { app, routes, schemas } = await everyRoute();
+    const compile = SerializerSelector()(schemas, {});
     let compiled = 0;
     for (const r of routes) {
       for (const [httpStatus, schema] of Object.entries((r.schema?.response ?? {}) as Record<string, unknown>)) {
@@ -148,15 +154,8 @@ describe('response serializers, compiled on first use', () => {
 
 describe('request validators, compiled on first use', () => {
   it('every part (body, querystring, params, headers) of every route compiles with the options and schemas the server has', async () => {
-    const app = createApp({ logger: pino({ level: 'silent' }) });
-    const routes: RouteOptions[] = [];
-    const instances: { getSchemas(): Record<string, unknown> }[] = [app];
-    app.addHook('onRoute', (r) => void routes.push(r));
-    app.addHook('onRegister', (i) => void instances.push(i));
-    await app.register(websocket);
-    await app.register(apiRoutes, {} as ApiRoutesOptions);
-    await app.ready();
-    const compile = AjvCompiler()(Object.assign({}, ...instances.map((i) => i.getSchemas())) as Record<string, AjvCompiler.RouteDefinition['schema']>, { customOptions: AJV_OPTIONS });
+    const { app, routes, schemas } = await everyRoute();
+    const compile = AjvCompiler()(schemas as Record<string, AjvCompiler.RouteDefinition['schema']>, { customOptions: AJV_OPTIONS });
     let compiled = 0;
     for (const r of routes) {
       for (const part of ['body', 'querystring', 'params', 'headers'] as const) {
